@@ -1,0 +1,177 @@
+/*
+** store.h: replica storage, the layer above ltx/.
+**
+** One small interface over an object store (list, ranged reads, puts with
+** conditions, delete) with backends file:// (now) and s3:// (next), the
+** replica layout that maps (level, min TXID, max TXID) to a key per backend
+** (LTX.md section 2), and the restore planner (LTX.md section 3).
+**
+** A store is not thread-safe unless the backend says so; the layers above
+** serialise or open one store per thread.
+*/
+#ifndef LTVFS_STORE_H
+#define LTVFS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ltx/ltx.h"
+
+/* Error codes of this layer (ltx_error.code), beside the ltx_err ones. */
+enum {
+  STORE_ERR_URL = 100,          /* malformed or unsupported replica URL */
+  STORE_ERR_NOT_FOUND = 101,    /* object or directory does not exist */
+  STORE_ERR_PRECONDITION = 102, /* conditional put lost (exists / etag moved) */
+  STORE_ERR_IO = 103,           /* local I/O failed (errno in the message) */
+  STORE_ERR_NETWORK = 104,      /* connect, timeout, reset, after retries */
+  STORE_ERR_HTTP = 105,         /* unexpected HTTP status */
+  STORE_ERR_AUTH = 106,         /* 401/403, missing credentials */
+  STORE_ERR_NONCONTIGUOUS = 107,/* plan: gap before the newest file */
+  STORE_ERR_TXID_UNAVAILABLE = 108, /* plan: pinned TXID not reachable */
+  STORE_ERR_EMPTY = 109,        /* replica holds no LTX files */
+  STORE_ERR_SHORT_READ = 110    /* object shorter than the range asked */
+};
+
+#define STORE_MAX_LEVEL 9
+#define STORE_SNAPSHOT_LEVEL 9
+
+/* ---- objects (raw keys, relative to the replica root) ---- */
+
+typedef struct store_object {
+  char *key;            /* relative key, e.g. "ltx/0/0000...-0000....ltx" */
+  uint64_t size;
+  int64_t mtime_ms;     /* file mtime or S3 litestream-timestamp/LastModified */
+} store_object;
+
+typedef struct store_object_list {
+  store_object *items;
+  size_t n;
+} store_object_list;
+void store_object_list_free(store_object_list *l);
+
+/* Conditions for a put. */
+typedef enum store_put_cond {
+  STORE_PUT_ALWAYS = 0,
+  STORE_PUT_IF_ABSENT = 1,  /* If-None-Match: * */
+  STORE_PUT_IF_MATCH = 2    /* If-Match: etag */
+} store_put_cond;
+
+typedef enum store_layout {
+  STORE_LAYOUT_FILE = 0,    /* DIR/ltx/<L decimal>/<name> */
+  STORE_LAYOUT_S3 = 1       /* PATH/<L %04x>/<name> */
+} store_layout;
+
+typedef struct store store;
+
+/* Backend method table. Every method returns LTX_OK or a code with err set;
+** messages name the object (never credentials). */
+typedef struct store_ops {
+  const char *scheme;   /* "file", "s3" */
+  /* Objects whose key starts with prefix, sorted by key, only keys > after
+  ** when after is non-NULL. */
+  int (*list)(store *st, const char *prefix, const char *after, store_object_list *out,
+              ltx_error *err);
+  /* Exactly n bytes at off; a shorter object is STORE_ERR_SHORT_READ. */
+  int (*read_range)(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                    ltx_error *err);
+  /* The last min(n, size) bytes into buf; *nread and *object_size set. */
+  int (*read_suffix)(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
+                     uint64_t *object_size, ltx_error *err);
+  /* Size and etag (etag may be NULL). */
+  int (*head)(store *st, const char *key, uint64_t *size, char *etag, size_t etag_cap,
+              ltx_error *err);
+  /* Atomic put: readers see the old object or the whole new one. mtime_ms,
+  ** when >= 0, becomes the object's timestamp. etag_out (may be NULL)
+  ** receives the new etag. */
+  int (*put)(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+             store_put_cond cond, const char *if_match_etag, char *etag_out,
+             size_t etag_cap, ltx_error *err);
+  /* Deletes keys; a missing key is not an error. */
+  int (*del)(store *st, const char *const *keys, size_t n, ltx_error *err);
+  void (*close)(store *st);
+} store_ops;
+
+struct store {
+  const store_ops *ops;
+  store_layout layout;
+  char *url;            /* as given, for messages */
+  void *impl;           /* backend state */
+};
+
+/* Opens a replica by URL: "file:///abs/dir", "file://rel/dir" or a plain
+** path, later "s3://bucket/path?...". STORE_ERR_URL names what is wrong. */
+int store_open(const char *url, store **out, ltx_error *err);
+void store_close(store *st);
+
+/* Backend constructors (used by store_open). */
+int store_file_open(const char *dir, const char *url, store **out, ltx_error *err);
+
+/* Convenience wrappers over st->ops. */
+int store_list(store *st, const char *prefix, const char *after, store_object_list *out,
+               ltx_error *err);
+int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                     ltx_error *err);
+int store_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
+                      uint64_t *object_size, ltx_error *err);
+int store_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+              store_put_cond cond, const char *if_match_etag, char *etag_out,
+              size_t etag_cap, ltx_error *err);
+int store_delete(store *st, const char *const *keys, size_t n, ltx_error *err);
+
+/* ---- LTX files in the replica layout ---- */
+
+typedef struct store_ltx_file {
+  int level;
+  uint64_t min_txid;
+  uint64_t max_txid;
+  uint64_t size;
+  int64_t timestamp_ms;
+} store_ltx_file;
+
+typedef struct store_ltx_list {
+  store_ltx_file *files;
+  size_t n;
+} store_ltx_list;
+void store_ltx_list_free(store_ltx_list *l);
+
+/* Key of an LTX file in st's layout into buf (>= 64 bytes); returns buf. */
+char *store_ltx_key(const store *st, int level, uint64_t min_txid, uint64_t max_txid,
+                    char *buf, size_t cap);
+/* Prefix of a level, e.g. "ltx/0/" or "0000/". */
+char *store_level_prefix(const store *st, int level, char *buf, size_t cap);
+/* Lists the LTX files of one level, sorted by min TXID, optionally only those
+** named after after_min_txid/after_max_txid (0/0 = all). Names that are not
+** LTX file names are skipped. A missing level is an empty list. */
+int store_list_level(store *st, int level, uint64_t after_min_txid, uint64_t after_max_txid,
+                     store_ltx_list *out, ltx_error *err);
+/* All levels 0..9, appended into one list (level, then min TXID). */
+int store_list_all(store *st, store_ltx_list *out, ltx_error *err);
+
+/* Reads and parses an LTX file's page index with one suffix read (two when
+** the index is larger than the first guess). Also returns the header when h
+** is non-NULL (one more 100-byte range read). */
+int store_read_ltx_index(store *st, const store_ltx_file *f, ltx_index *idx, ltx_header *h,
+                         ltx_error *err);
+
+/* ---- restore planner (LTX.md section 3) ---- */
+
+typedef struct store_plan {
+  store_ltx_file *files;  /* in apply order */
+  size_t n;
+  uint64_t txid;          /* TXID the plan reaches */
+} store_plan;
+void store_plan_free(store_plan *p);
+
+/* Plans from a listing (any order, any levels). target_txid 0 = latest.
+** target_time_ms >= 0 restricts to files whose timestamp is strictly before
+** it (pass -1 for none). Errors: STORE_ERR_EMPTY, STORE_ERR_NONCONTIGUOUS
+** (naming the gap), STORE_ERR_TXID_UNAVAILABLE (naming the nearest TXIDs
+** that are available below and above). Pure: no I/O. */
+int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid,
+                     int64_t target_time_ms, store_plan *out, ltx_error *err);
+/* TXIDs at which a pinned read is possible (where some file ends exactly and
+** a plan reaches it), ascending, for messages and `ltvfs ls`. */
+int store_plan_available_txids(const store_ltx_file *files, size_t n, uint64_t **txids,
+                               size_t *n_txids, ltx_error *err);
+
+#endif /* LTVFS_STORE_H */

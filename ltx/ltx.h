@@ -82,6 +82,13 @@ const char *ltx_err_name(int code);
 /* Go's crc64.Update with the ISO table: crc is the previous result (0 to
 ** start). ltx_crc64(0, "123456789", 9) == 0xB90956C775A41001. */
 uint64_t ltx_crc64(uint64_t crc, const void *buf, size_t n);
+/* For tests and benchmarks: ltx_crc64 by one chosen implementation.
+** impl 0 = portable slicing-by-8 (every CPU), 1 = PCLMULQDQ folding,
+** 2 = VPCLMULQDQ + AVX-512 folding (x86-64; ltx_crc64 uses the highest the
+** CPU has). ltx_crc64_impl_name gives its short name, or NULL when this
+** build or CPU lacks it; ltx_crc64_impl then uses the best one below. */
+const char *ltx_crc64_impl_name(int impl);
+uint64_t ltx_crc64_impl(int impl, uint64_t crc, const void *buf, size_t n);
 /* FLAG | crc(BE32(pgno) || page) */
 uint64_t ltx_page_checksum(uint32_t pgno, const uint8_t *page, uint32_t page_size);
 /* Folds a page checksum into a database checksum: FLAG | (db ^ page_cksum).

@@ -49,6 +49,9 @@ typedef struct store_object_list {
 } store_object_list;
 void store_object_list_free(store_object_list *l);
 
+/* An etag buffer of this size holds any backend's etag. */
+#define STORE_ETAG_CAP 128
+
 /* Conditions for a put. */
 typedef enum store_put_cond {
   STORE_PUT_ALWAYS = 0,

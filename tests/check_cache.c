@@ -1,1 +1,326 @@
-/* placeholder: being written */
+/*
+** check_cache.c: the cache layer's apply and restore (LTX.md section 3,
+** "Applying a plan"), on replicas built with the encoder in a temp dir.
+*/
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "ltx/ltx.h"
+#include "store/store.h"
+
+#define PS 4096
+
+static char g_dir[256];
+static store *g_st;
+
+/* Page content that says which page and which TXID wrote it. */
+static void fill_page(uint8_t *page, uint32_t pgno, uint64_t txid) {
+  for (uint32_t i = 0; i < PS; i++) page[i] = (uint8_t)(pgno * 31 + txid * 7 + i / 64);
+}
+
+typedef struct sink {
+  uint8_t *buf;
+  size_t len, cap;
+} sink;
+
+static int sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
+  sink *s = ctx;
+  (void)err;
+  if (s->len + n > s->cap) {
+    s->cap = (s->len + n) * 2;
+    s->buf = realloc(s->buf, s->cap);
+    ck_assert_ptr_nonnull(s->buf);
+  }
+  memcpy(s->buf + s->len, buf, n);
+  s->len += n;
+  return LTX_OK;
+}
+
+/* Writes [min, max] at level 0 holding pages pgnos (ascending), commit pages;
+** with checksummed=1 the file carries database checksums computed from
+** image (the whole database after this file, commit pages). */
+static void put_file(uint64_t min, uint64_t max, uint32_t commit, const uint32_t *pgnos,
+                     size_t n, int checksummed, uint64_t pre, uint64_t *post_out) {
+  ltx_header h = {.flags = checksummed ? 0 : LTX_HEADER_FLAG_NO_CHECKSUM,
+                  .page_size = PS, .commit = commit, .min_txid = min, .max_txid = max,
+                  .timestamp_ms = 1700000000000 + (int64_t)max,
+                  .pre_apply_checksum = checksummed && min != 1 ? pre : 0};
+  ltx_encoder *enc = NULL;
+  ltx_error err = {0};
+  sink s = {0};
+  uint8_t page[PS];
+  char key[128];
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  for (size_t i = 0; i < n; i++) {
+    fill_page(page, pgnos[i], max);
+    ck_assert_msg(ltx_encoder_put(enc, pgnos[i], page, &err) == LTX_OK, "%s", err.msg);
+  }
+  ck_assert_msg(ltx_encoder_close(enc, post_out ? *post_out : 0, &err) == LTX_OK, "%s",
+                err.msg);
+  ltx_encoder_free(enc);
+  store_ltx_key(g_st, 0, min, max, key, sizeof key);
+  ck_assert_msg(store_put(g_st, key, s.buf, s.len, h.timestamp_ms, STORE_PUT_ALWAYS, NULL,
+                          NULL, 0, &err) == LTX_OK, "%s", err.msg);
+  free(s.buf);
+}
+
+static void setup(void) {
+  ltx_error err = {0};
+  snprintf(g_dir, sizeof g_dir, "/tmp/check_cache.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(g_dir));
+  ck_assert_msg(store_open(g_dir, &g_st, &err) == LTX_OK, "%s", err.msg);
+}
+
+static void teardown(void) {
+  char cmd[300];
+  store_close(g_st);
+  g_st = NULL;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+}
+
+static int restore_to(const char *out, uint64_t txid, ltx_error *err) {
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  int rc = store_list_all(g_st, &all, err);
+  if (rc == LTX_OK) rc = store_plan_build(all.files, all.n, txid, -1, &plan, err);
+  if (rc == LTX_OK) rc = cache_restore(g_st, &plan, out, NULL, NULL, err);
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
+  return rc;
+}
+
+/* Page pgno of the image equals what TXID txid wrote there. */
+static void assert_page(const char *path, uint32_t pgno, uint64_t txid) {
+  uint8_t want[PS], have[PS];
+  int fd = open(path, O_RDONLY);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(pread(fd, have, PS, (off_t)(pgno - 1) * PS), PS);
+  close(fd);
+  fill_page(want, pgno, txid);
+  ck_assert_msg(memcmp(want, have, PS) == 0, "page %u is not the one TXID %llu wrote", pgno,
+                (unsigned long long)txid);
+}
+
+static off_t file_size(const char *path) {
+  struct stat sb;
+  ck_assert_int_eq(stat(path, &sb), 0);
+  return sb.st_size;
+}
+
+static const uint32_t all10[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+
+START_TEST(test_restore_applies_files_in_order_newest_page_wins) {
+  char out[300];
+  ltx_error err = {0};
+  const uint32_t upd[] = {2, 7};
+  const uint32_t grow[] = {1, 11, 12};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  put_file(2, 2, 10, upd, 2, 0, 0, NULL);
+  put_file(3, 3, 12, grow, 3, 0, 0, NULL);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_msg(restore_to(out, 0, &err) == LTX_OK, "%s", err.msg);
+  ck_assert_int_eq(file_size(out), 12 * PS);
+  assert_page(out, 1, 3);
+  assert_page(out, 2, 2);
+  assert_page(out, 3, 1);
+  assert_page(out, 7, 2);
+  assert_page(out, 10, 1);
+  assert_page(out, 12, 3);
+}
+END_TEST
+
+START_TEST(test_restore_pinned_txid_stops_there) {
+  char out[300];
+  ltx_error err = {0};
+  const uint32_t upd[] = {2};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  put_file(2, 2, 10, upd, 1, 0, 0, NULL);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_msg(restore_to(out, 1, &err) == LTX_OK, "%s", err.msg);
+  assert_page(out, 2, 1);
+}
+END_TEST
+
+/* LTX.md 3: an incremental shrink holds only some pages; the rest survive. */
+START_TEST(test_shrink_drops_only_pages_above_commit) {
+  char out[300];
+  ltx_error err = {0};
+  const uint32_t shrink[] = {1, 2};
+  const uint32_t regrow[] = {6, 8};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  put_file(2, 2, 5, shrink, 2, 0, 0, NULL);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_msg(restore_to(out, 0, &err) == LTX_OK, "%s", err.msg);
+  ck_assert_int_eq(file_size(out), 5 * PS);
+  assert_page(out, 3, 1);
+  assert_page(out, 5, 1);
+  assert_page(out, 2, 2);
+
+  /* Growth after a shrink: page 7 was dropped and never rewritten, so it
+  ** must read as zeros, not as the stale page of TXID 1. */
+  put_file(3, 3, 8, regrow, 2, 0, 0, NULL);
+  unlink(out);
+  ck_assert_msg(restore_to(out, 0, &err) == LTX_OK, "%s", err.msg);
+  ck_assert_int_eq(file_size(out), 8 * PS);
+  {
+    uint8_t have[PS], zero[PS] = {0};
+    int fd = open(out, O_RDONLY);
+    ck_assert_int_eq(pread(fd, have, PS, 6 * PS), PS);
+    close(fd);
+    ck_assert(memcmp(have, zero, PS) == 0);
+  }
+  assert_page(out, 8, 3);
+}
+END_TEST
+
+START_TEST(test_corrupt_file_fails_naming_it_and_leaves_no_output) {
+  char out[300], path[400];
+  ltx_error err = {0};
+  const uint32_t upd[] = {2, 3, 4};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  put_file(2, 2, 10, upd, 3, 0, 0, NULL);
+  snprintf(path, sizeof path, "%s/ltx/0/0000000000000002-0000000000000002.ltx", g_dir);
+  {
+    /* Flip one byte of the first frame's payload. */
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, &b, 1, 120), 1);
+    b ^= 0x5a;
+    ck_assert_int_eq(pwrite(fd, &b, 1, 120), 1);
+    close(fd);
+  }
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_int_ne(restore_to(out, 0, &err), LTX_OK);
+  ck_assert_msg(strstr(err.msg, "0000000000000002-0000000000000002.ltx") != NULL,
+                "message does not name the file: %s", err.msg);
+  ck_assert_int_eq(access(out, F_OK), -1);
+  {
+    /* No temporary file left beside it either. */
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp", g_dir);
+    ck_assert_int_ne(system(cmd), 0);
+  }
+}
+END_TEST
+
+START_TEST(test_existing_output_untouched_on_failure) {
+  char out[300];
+  ltx_error err = {0};
+  FILE *f;
+  char buf[16] = {0};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  f = fopen(out, "w");
+  fputs("precious", f);
+  fclose(f);
+  /* TXID 5 does not exist: the plan fails before anything is written. */
+  ck_assert_int_eq(restore_to(out, 5, &err), STORE_ERR_TXID_UNAVAILABLE);
+  f = fopen(out, "r");
+  ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+  fclose(f);
+  ck_assert_str_eq(buf, "precious");
+}
+END_TEST
+
+START_TEST(test_page_size_change_is_rejected) {
+  char out[300], key[128];
+  ltx_error err = {0};
+  /* A second file with page size 1024. */
+  ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = 1024, .commit = 1,
+                  .min_txid = 2, .max_txid = 2, .timestamp_ms = 1};
+  ltx_encoder *enc = NULL;
+  sink s = {0};
+  uint8_t page[1024] = {1};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_put(enc, 1, page, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_close(enc, 0, &err), LTX_OK);
+  ltx_encoder_free(enc);
+  store_ltx_key(g_st, 0, 2, 2, key, sizeof key);
+  ck_assert_int_eq(store_put(g_st, key, s.buf, s.len, 1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err),
+                   LTX_OK);
+  free(s.buf);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_int_eq(restore_to(out, 0, &err), CACHE_ERR_PAGE_SIZE);
+  ck_assert_ptr_nonnull(strstr(err.msg, "page size"));
+}
+END_TEST
+
+START_TEST(test_file_named_for_other_txids_is_rejected) {
+  char out[300], from[400], to[400];
+  ltx_error err = {0};
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  put_file(2, 2, 10, all10, 3, 0, 0, NULL);
+  /* Rename TXID 2's file to claim TXIDs 2-3. */
+  snprintf(from, sizeof from, "%s/ltx/0/0000000000000002-0000000000000002.ltx", g_dir);
+  snprintf(to, sizeof to, "%s/ltx/0/0000000000000002-0000000000000003.ltx", g_dir);
+  ck_assert_int_eq(rename(from, to), 0);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_int_eq(restore_to(out, 0, &err), CACHE_ERR_MISMATCH);
+}
+END_TEST
+
+/* Database checksum of pages 1..commit as fill_page wrote them. */
+static uint64_t db_checksum(uint32_t commit, const uint64_t *txid_of_page) {
+  uint8_t page[PS];
+  uint64_t c = 0;
+  for (uint32_t p = 1; p <= commit; p++) {
+    fill_page(page, p, txid_of_page[p]);
+    c = ltx_db_checksum_fold(c, ltx_page_checksum(p, page, PS));
+  }
+  return c;
+}
+
+START_TEST(test_checksummed_files_verify_pre_and_post_apply) {
+  char out[300];
+  ltx_error err = {0};
+  uint64_t owner[11];
+  const uint32_t upd[] = {3};
+  for (int i = 0; i <= 10; i++) owner[i] = 1;
+  uint64_t c1 = db_checksum(10, owner);
+  put_file(1, 1, 10, all10, 10, 1, 0, &c1);
+  owner[3] = 2;
+  uint64_t c2 = db_checksum(10, owner);
+  put_file(2, 2, 10, upd, 1, 1, c1, &c2);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_msg(restore_to(out, 0, &err) == LTX_OK, "%s", err.msg);
+
+  /* A wrong pre-apply checksum (the file does not follow this database). */
+  unlink(out);
+  put_file(3, 3, 10, upd, 1, 1, c1 ^ 0x1234, &c2);
+  ck_assert_int_eq(restore_to(out, 0, &err), LTX_ERR_DB_CHECKSUM);
+  ck_assert_ptr_nonnull(strstr(err.msg, "pre-apply"));
+}
+END_TEST
+
+static Suite *cache_suite(void) {
+  Suite *s = suite_create("cache");
+  TCase *tc = tcase_create("restore");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_restore_applies_files_in_order_newest_page_wins);
+  tcase_add_test(tc, test_restore_pinned_txid_stops_there);
+  tcase_add_test(tc, test_shrink_drops_only_pages_above_commit);
+  tcase_add_test(tc, test_corrupt_file_fails_naming_it_and_leaves_no_output);
+  tcase_add_test(tc, test_existing_output_untouched_on_failure);
+  tcase_add_test(tc, test_page_size_change_is_rejected);
+  tcase_add_test(tc, test_file_named_for_other_txids_is_rejected);
+  tcase_add_test(tc, test_checksummed_files_verify_pre_and_post_apply);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(cache_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,1 +1,717 @@
-/* placeholder: being written */
+/*
+** ltvfs: the command-line tool around the ltvfs layers.
+**
+**   ltvfs ls URL                      levels, files and the TXIDs a restore can reach
+**   ltvfs restore URL -o OUT [...]    the database at the latest or a pinned TXID
+**   ltvfs import DB URL               seed a replica from a local SQLite database
+**   ltvfs ltx dump FILE               header, trailer and page index of one LTX file
+**   ltvfs ltx verify FILE...          full decode and checksum of LTX files
+**
+** Exit codes (also in `ltvfs --help` and README.md):
+**   0 success
+**   1 failure: I/O, unreachable or missing replica, bad URL
+**   2 usage error
+**   3 invalid data: a corrupt or malformed LTX file
+**   4 not available: empty replica, a TXID or time no plan reaches
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "config.h"
+
+#include "cache/cache.h"
+#include "ltx/ltx.h"
+#include "store/store.h"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_FAIL = 1,
+  EXIT_USAGE = 2,
+  EXIT_INVALID = 3,
+  EXIT_UNAVAILABLE = 4
+};
+
+static const char *g_prog = "ltvfs";
+
+static const char usage_main[] =
+    "usage: ltvfs COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  ls URL                     list a replica's levels, files and reachable TXIDs\n"
+    "  restore URL -o OUT [opts]  write the database at the latest or a pinned TXID\n"
+    "  import DB URL              seed a replica from a local SQLite database\n"
+    "  ltx dump FILE              print an LTX file's header, trailer and page index\n"
+    "  ltx verify FILE...         decode LTX files fully and check their checksums\n"
+    "\n"
+    "URL is file:///abs/dir, file://rel/dir or a plain directory path (a Litestream\n"
+    "file replica: DIR/ltx/<level>/<min>-<max>.ltx).\n"
+    "Run `ltvfs COMMAND --help` for a command's options.\n"
+    "\n"
+    "Exit codes: 0 success; 1 failure (I/O, missing replica, bad URL); 2 usage error;\n"
+    "3 invalid data (corrupt LTX file); 4 not available (empty replica, TXID or time\n"
+    "that no restore plan reaches).\n";
+
+static const char usage_ls[] =
+    "usage: ltvfs ls URL\n"
+    "\n"
+    "Lists every LTX file of the replica by level (TXID range, size, timestamp), then\n"
+    "the latest TXID and the TXIDs a pinned restore can reach.\n";
+
+static const char usage_restore[] =
+    "usage: ltvfs restore URL -o OUT [--txid HEX | --timestamp RFC3339] [-f] [-q]\n"
+    "\n"
+    "Writes the replica's database to OUT, atomically (temporary file, fsync, rename).\n"
+    "  -o, --output OUT       the database file to write (required)\n"
+    "      --txid HEX         the state at exactly this TXID (hex, e.g. 1a2b)\n"
+    "      --timestamp TS     the latest state of files written strictly before TS\n"
+    "                         (RFC 3339, e.g. 2026-11-22T10:00:00Z)\n"
+    "  -f, --force            replace OUT if it exists (default: refuse)\n"
+    "  -q, --quiet            no progress bar (it is shown only on a terminal anyway)\n"
+    "Every LTX file is fully verified (frames, index, file checksum) while it is\n"
+    "applied; a corrupt file stops the restore and OUT is left untouched.\n";
+
+static const char usage_import[] =
+    "usage: ltvfs import DB URL\n"
+    "\n"
+    "Writes a consistent copy of the SQLite database DB into the replica at URL as a\n"
+    "snapshot LTX file at the next TXID, in Litestream's layout: on an empty replica\n"
+    "level 0, 0000000000000001-0000000000000001.ltx (what Litestream's first sync\n"
+    "writes); on a replica that already holds TXID N, the level-9 snapshot [1, N+1].\n";
+
+static const char usage_ltx_dump[] =
+    "usage: ltvfs ltx dump FILE\n"
+    "\n"
+    "Prints the header fields, the trailer and one line per page (pgno, offset, size)\n"
+    "from the page index. Does not decompress pages; use `ltx verify` for that.\n";
+
+static const char usage_ltx_verify[] =
+    "usage: ltvfs ltx verify FILE...\n"
+    "\n"
+    "Decodes every frame of each file (both frame kinds), checks the page index\n"
+    "against the frames and verifies the file checksum. Prints one line per file and\n"
+    "exits 0 only when every file is valid (3 otherwise).\n";
+
+static int wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+  return 0;
+}
+
+static int usage_error(const char *usage, const char *fmt, const char *arg) {
+  fprintf(stderr, "%s: ", g_prog);
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", usage);
+  return EXIT_USAGE;
+}
+
+/* Maps an error code of any layer to the documented exit code. */
+static int exit_code_for(int code) {
+  switch (code) {
+  case LTX_OK: return EXIT_OK;
+  case STORE_ERR_EMPTY:
+  case STORE_ERR_TXID_UNAVAILABLE:
+  case STORE_ERR_NONCONTIGUOUS: return EXIT_UNAVAILABLE;
+  default:
+    if (code >= LTX_ERR_MAGIC && code < 100) return EXIT_INVALID;
+    if (code == CACHE_ERR_MISMATCH || code == CACHE_ERR_PAGE_SIZE) return EXIT_INVALID;
+    return EXIT_FAIL;
+  }
+}
+
+static int report(const ltx_error *err) {
+  fprintf(stderr, "%s: %s\n", g_prog, err->msg[0] ? err->msg : ltx_err_name(err->code));
+  return exit_code_for(err->code);
+}
+
+static void format_time(int64_t ms, char *buf, size_t cap) {
+  time_t secs = (time_t)(ms / 1000);
+  struct tm tm;
+  if (ms < 0 || !gmtime_r(&secs, &tm)) {
+    snprintf(buf, cap, "-");
+    return;
+  }
+  size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, cap - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); lower-case t/z and a
+** space separator are accepted too. Returns ms since the epoch or -1. */
+static int64_t parse_rfc3339(const char *s) {
+  struct tm tm = {0};
+  int ms = 0, n = 0;
+  if (sscanf(s, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &n) != 3 || n != 10)
+    return -1;
+  s += n;
+  if (*s != 'T' && *s != 't' && *s != ' ') return -1;
+  s++;
+  if (sscanf(s, "%2d:%2d:%2d%n", &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 3 || n != 8)
+    return -1;
+  s += n;
+  if (*s == '.') {
+    int digits = 0;
+    for (s++; *s >= '0' && *s <= '9'; s++, digits++)
+      if (digits < 3) ms = ms * 10 + (*s - '0');
+    if (digits == 0) return -1;
+    for (; digits < 3; digits++) ms *= 10;
+  }
+  int offset_min = 0;
+  if (*s == 'Z' || *s == 'z') {
+    s++;
+  } else if (*s == '+' || *s == '-') {
+    int hh, mm;
+    int sign = *s == '-' ? -1 : 1;
+    if (sscanf(s + 1, "%2d:%2d%n", &hh, &mm, &n) != 2 || n != 5 || hh > 23 || mm > 59)
+      return -1;
+    offset_min = sign * (hh * 60 + mm);
+    s += 6;
+  } else {
+    return -1;
+  }
+  if (*s) return -1;
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  time_t t = timegm(&tm);
+  if (t == (time_t)-1) return -1;
+  return ((int64_t)t - (int64_t)offset_min * 60) * 1000 + ms;
+}
+
+/* Hex TXID, optional 0x prefix, 1..16 digits, not zero. */
+static int parse_txid(const char *s, uint64_t *out) {
+  char *end;
+  if (!strncmp(s, "0x", 2) || !strncmp(s, "0X", 2)) s += 2;
+  size_t len = strlen(s);
+  if (len == 0 || len > 16 || strspn(s, "0123456789abcdefABCDEF") != len) return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 16);
+  if (errno || *end || v == 0) return -1;
+  *out = v;
+  return 0;
+}
+
+static const char *human_size(uint64_t n, char *buf, size_t cap) {
+  if (n < 10 * 1024) snprintf(buf, cap, "%" PRIu64 " B", n);
+  else if (n < 10ull * 1024 * 1024) snprintf(buf, cap, "%.1f KiB", n / 1024.0);
+  else if (n < 10ull * 1024 * 1024 * 1024) snprintf(buf, cap, "%.1f MiB", n / 1048576.0);
+  else snprintf(buf, cap, "%.1f GiB", n / 1073741824.0);
+  return buf;
+}
+
+/* ---- ls ---- */
+
+static int cmd_ls(int argc, char **argv) {
+  store *st = NULL;
+  store_ltx_list all = {0};
+  uint64_t *txids = NULL;
+  size_t n_txids = 0;
+  ltx_error err = {0};
+  int rc, status = EXIT_OK;
+
+  if (wants_help(argc, argv)) return fputs(usage_ls, stdout), EXIT_OK;
+  if (argc != 2) return usage_error(usage_ls, "ls takes exactly one URL%s", "");
+
+  rc = store_open(argv[1], &st, &err);
+  if (rc) goto out;
+  rc = store_list_all(st, &all, &err);
+  if (rc) goto out;
+  if (all.n == 0) {
+    rc = ltx_error_set(&err, STORE_ERR_EMPTY, "%s holds no LTX files", argv[1]);
+    goto out;
+  }
+  printf("%-5s  %-16s  %-16s  %10s  %s\n", "level", "min_txid", "max_txid", "size",
+         "timestamp");
+  for (size_t i = 0; i < all.n; i++) {
+    const store_ltx_file *f = &all.files[i];
+    char ts[40], sz[32];
+    format_time(f->timestamp_ms, ts, sizeof ts);
+    printf("%-5d  %016" PRIx64 "  %016" PRIx64 "  %10s  %s\n", f->level, f->min_txid,
+           f->max_txid, human_size(f->size, sz, sizeof sz), ts);
+  }
+  {
+    store_plan plan = {0};
+    ltx_error plan_err = {0};
+    if (store_plan_build(all.files, all.n, 0, -1, &plan, &plan_err) == LTX_OK) {
+      printf("latest: %016" PRIx64 " (%zu file%s to restore)\n", plan.txid, plan.n,
+             plan.n == 1 ? "" : "s");
+    } else {
+      printf("latest: unavailable: %s\n", plan_err.msg);
+    }
+    store_plan_free(&plan);
+  }
+  rc = store_plan_available_txids(all.files, all.n, &txids, &n_txids, &err);
+  if (rc) goto out;
+  printf("pinnable TXIDs (%zu):", n_txids);
+  for (size_t i = 0; i < n_txids; i++) {
+    /* A long history prints its ends; the middle adds nothing at a glance. */
+    if (n_txids > 20 && i == 10) {
+      printf(" ... (%zu more)", n_txids - 20);
+      i = n_txids - 10;
+    }
+    printf(" %" PRIx64, txids[i]);
+  }
+  printf("\n");
+
+out:
+  if (rc) status = report(&err);
+  free(txids);
+  store_ltx_list_free(&all);
+  store_close(st);
+  return status;
+}
+
+/* ---- restore ---- */
+
+typedef struct progress_bar {
+  int enabled;
+  int last_percent;
+} progress_bar;
+
+static void progress_draw(void *ctx, uint64_t done, uint64_t total) {
+  progress_bar *bar = ctx;
+  if (!bar->enabled || total == 0) return;
+  int percent = (int)(done * 100 / total);
+  if (percent == bar->last_percent) return;
+  bar->last_percent = percent;
+  char a[32], b[32];
+  int width = 40, fill = percent * width / 100;
+  fprintf(stderr, "\r[%.*s%*s] %3d%%  %s / %s", fill,
+          "########################################", width - fill, "", percent,
+          human_size(done, a, sizeof a), human_size(total, b, sizeof b));
+  if (done >= total) fputc('\n', stderr);
+  fflush(stderr);
+}
+
+static int cmd_restore(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"output", required_argument, NULL, 'o'}, {"txid", required_argument, NULL, 't'},
+      {"timestamp", required_argument, NULL, 'T'}, {"force", no_argument, NULL, 'f'},
+      {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  const char *out_path = NULL;
+  uint64_t txid = 0;
+  int64_t at_ms = -1;
+  int force = 0, quiet = 0, c;
+  store *st = NULL;
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  ltx_error err = {0};
+  progress_bar bar = {0, -1};
+  int rc, status = EXIT_OK;
+  struct stat sb;
+
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "o:fqh", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o': out_path = optarg; break;
+    case 't':
+      if (parse_txid(optarg, &txid))
+        return usage_error(usage_restore, "--txid %s is not a non-zero hex TXID", optarg);
+      break;
+    case 'T':
+      at_ms = parse_rfc3339(optarg);
+      if (at_ms < 0)
+        return usage_error(usage_restore, "--timestamp %s is not an RFC 3339 time", optarg);
+      break;
+    case 'f': force = 1; break;
+    case 'q': quiet = 1; break;
+    case 'h': return fputs(usage_restore, stdout), EXIT_OK;
+    default: return usage_error(usage_restore, "bad option%s", "");
+    }
+  }
+  if (optind != argc - 1) return usage_error(usage_restore, "restore takes one URL%s", "");
+  if (!out_path) return usage_error(usage_restore, "restore needs -o OUT%s", "");
+  if (txid && at_ms >= 0)
+    return usage_error(usage_restore, "--txid and --timestamp exclude each other%s", "");
+  if (!force && stat(out_path, &sb) == 0) {
+    fprintf(stderr, "%s: %s already exists (use --force to replace it)\n", g_prog, out_path);
+    return EXIT_FAIL;
+  }
+  bar.enabled = !quiet && isatty(STDERR_FILENO);
+
+  rc = store_open(argv[optind], &st, &err);
+  if (rc) goto out;
+  rc = store_list_all(st, &all, &err);
+  if (rc) goto out;
+  rc = store_plan_build(all.files, all.n, txid, at_ms, &plan, &err);
+  if (rc) goto out;
+  rc = cache_restore(st, &plan, out_path, progress_draw, &bar, &err);
+  if (rc) goto out;
+  if (!quiet)
+    fprintf(stderr, "restored TXID %016" PRIx64 " from %zu file%s to %s\n", plan.txid, plan.n,
+            plan.n == 1 ? "" : "s", out_path);
+
+out:
+  if (rc) status = report(&err);
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
+  store_close(st);
+  return status;
+}
+
+/* ---- import ---- */
+
+typedef struct mem_sink {
+  uint8_t *buf;
+  size_t len, cap;
+} mem_sink;
+
+static int mem_sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
+  mem_sink *s = ctx;
+  if (s->len + n > s->cap) {
+    size_t cap = s->cap ? s->cap : 1 << 20;
+    while (cap < s->len + n) cap *= 2;
+    uint8_t *grown = realloc(s->buf, cap);
+    if (!grown) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory (%zu bytes)", cap);
+    s->buf = grown;
+    s->cap = cap;
+  }
+  memcpy(s->buf + s->len, buf, n);
+  s->len += n;
+  return LTX_OK;
+}
+
+/* Copies db_path into a private temporary file with SQLite's backup API, so
+** the import sees one consistent state whatever the journal mode and whoever
+** else writes the database. */
+static int snapshot_copy(const char *db_path, char *tmp_path, ltx_error *err) {
+  sqlite3 *src = NULL, *dst = NULL;
+  sqlite3_backup *bk = NULL;
+  int rc = LTX_OK, src_rc;
+  int fd = mkstemp(tmp_path);
+  if (fd < 0)
+    return ltx_error_set(err, CACHE_ERR_IO, "create %s: %s", tmp_path, strerror(errno));
+  close(fd);
+  src_rc = sqlite3_open_v2(db_path, &src, SQLITE_OPEN_READONLY, NULL);
+  if (src_rc == SQLITE_OK) src_rc = sqlite3_exec(src, "SELECT 1 FROM sqlite_master LIMIT 1",
+                                                  NULL, NULL, NULL);
+  if (src_rc != SQLITE_OK) {
+    rc = ltx_error_set(err, CACHE_ERR_IO, "%s is not a readable SQLite database: %s", db_path,
+                       src ? sqlite3_errmsg(src) : sqlite3_errstr(src_rc));
+    goto out;
+  }
+  if (sqlite3_open(tmp_path, &dst) != SQLITE_OK) {
+    rc = ltx_error_set(err, CACHE_ERR_IO, "open %s: %s", tmp_path, sqlite3_errmsg(dst));
+    goto out;
+  }
+  bk = sqlite3_backup_init(dst, "main", src, "main");
+  if (!bk) {
+    rc = ltx_error_set(err, CACHE_ERR_IO, "backup of %s: %s", db_path, sqlite3_errmsg(dst));
+    goto out;
+  }
+  src_rc = sqlite3_backup_step(bk, -1);
+  if (src_rc != SQLITE_DONE) {
+    rc = ltx_error_set(err, CACHE_ERR_IO, "backup of %s: %s", db_path, sqlite3_errstr(src_rc));
+    goto out;
+  }
+out:
+  if (bk) sqlite3_backup_finish(bk);
+  sqlite3_close(dst);
+  sqlite3_close(src);
+  return rc;
+}
+
+/* Encodes the database file at path as a snapshot [1, txid] into sink. */
+static int encode_snapshot(const char *path, uint64_t txid, mem_sink *sink, ltx_error *err) {
+  ltx_encoder *enc = NULL;
+  uint8_t *page = NULL;
+  uint8_t hdr[100];
+  int fd = open(path, O_RDONLY);
+  int rc = LTX_OK;
+  struct stat sb;
+  ltx_header h = {0};
+  struct timespec now;
+
+  if (fd < 0 || fstat(fd, &sb) != 0 || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+    rc = ltx_error_set(err, CACHE_ERR_IO, "read %s: %s", path,
+                       fd < 0 || errno ? strerror(errno) : "shorter than a database header");
+    goto out;
+  }
+  /* SQLite stores 65536 as 1 (file format, "Database header" offset 16). */
+  h.page_size = ((uint32_t)hdr[16] << 8) | hdr[17];
+  if (h.page_size == 1) h.page_size = 65536;
+  h.commit = (uint32_t)(sb.st_size / h.page_size);
+  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
+  h.min_txid = 1;
+  h.max_txid = txid;
+  clock_gettime(CLOCK_REALTIME, &now);
+  h.timestamp_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+  rc = ltx_encoder_open(&enc, &h, mem_sink_write, sink, err);
+  if (rc) goto out;
+  page = malloc(h.page_size);
+  if (!page) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  uint32_t lock = ltx_lock_pgno(h.page_size);
+  for (uint32_t pgno = 1; pgno <= h.commit; pgno++) {
+    if (pgno == lock) continue; /* LTX.md 1: never stored */
+    if (pread(fd, page, h.page_size, (off_t)(pgno - 1) * h.page_size) != (ssize_t)h.page_size) {
+      rc = ltx_error_set(err, CACHE_ERR_IO, "read page %u of %s: %s", pgno, path,
+                         strerror(errno));
+      goto out;
+    }
+    rc = ltx_encoder_put(enc, pgno, page, err);
+    if (rc) goto out;
+  }
+  rc = ltx_encoder_close(enc, 0, err);
+out:
+  ltx_encoder_free(enc);
+  free(page);
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
+static int cmd_import(int argc, char **argv) {
+  store *st = NULL;
+  store_ltx_list all = {0};
+  mem_sink sink = {0};
+  ltx_error err = {0};
+  char tmp_path[] = "/tmp/ltvfs-import-XXXXXX";
+  char key[128];
+  int have_tmp = 0, level = 0;
+  int rc, status = EXIT_OK;
+  uint64_t txid = 1;
+
+  if (wants_help(argc, argv)) return fputs(usage_import, stdout), EXIT_OK;
+  if (argc != 3) return usage_error(usage_import, "import takes DB and URL%s", "");
+
+  rc = store_open(argv[2], &st, &err);
+  if (rc) goto out;
+  rc = store_list_all(st, &all, &err);
+  if (rc && err.code != STORE_ERR_NOT_FOUND) goto out;
+  rc = LTX_OK;
+  for (size_t i = 0; i < all.n; i++)
+    if (all.files[i].max_txid >= txid) txid = all.files[i].max_txid + 1;
+  if (txid > 1) level = STORE_SNAPSHOT_LEVEL;
+
+  rc = snapshot_copy(argv[1], tmp_path, &err);
+  have_tmp = 1;
+  if (rc) goto out;
+  rc = encode_snapshot(tmp_path, txid, &sink, &err);
+  if (rc) goto out;
+  store_ltx_key(st, level, 1, txid, key, sizeof key);
+  {
+    ltx_header h;
+    rc = ltx_header_decode(sink.buf, &h, &err);
+    if (rc) goto out;
+    rc = store_put(st, key, sink.buf, sink.len, h.timestamp_ms, STORE_PUT_IF_ABSENT, NULL,
+                   NULL, 0, &err);
+    if (rc) goto out;
+  }
+  printf("imported %s as TXID %016" PRIx64 " (%zu bytes) into %s\n", argv[1], txid, sink.len,
+         key);
+
+out:
+  if (rc) status = report(&err);
+  if (have_tmp) unlink(tmp_path);
+  free(sink.buf);
+  store_ltx_list_free(&all);
+  store_close(st);
+  return status;
+}
+
+/* ---- ltx dump / verify ---- */
+
+static int read_whole_file(const char *path, uint8_t **buf, size_t *n, ltx_error *err) {
+  int fd = open(path, O_RDONLY);
+  struct stat sb;
+  int rc = LTX_OK;
+  *buf = NULL;
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    rc = ltx_error_set(err, LTX_ERR_IO, "%s: %s", path, strerror(errno));
+    goto out;
+  }
+  *n = (size_t)sb.st_size;
+  *buf = malloc(*n ? *n : 1);
+  if (!*buf) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory", path);
+    goto out;
+  }
+  for (size_t got = 0; got < *n;) {
+    ssize_t r = read(fd, *buf + got, *n - got);
+    if (r <= 0) {
+      rc = ltx_error_set(err, LTX_ERR_IO, "%s: read: %s", path,
+                         r < 0 ? strerror(errno) : "file shrank while reading");
+      goto out;
+    }
+    got += (size_t)r;
+  }
+out:
+  if (rc) {
+    free(*buf);
+    *buf = NULL;
+  }
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
+static int cmd_ltx_dump(int argc, char **argv) {
+  uint8_t *buf = NULL;
+  size_t n = 0, need = 0;
+  ltx_header h;
+  ltx_index idx = {0};
+  ltx_error err = {0};
+  char ts[40];
+  int rc, status = EXIT_OK;
+
+  if (wants_help(argc, argv)) return fputs(usage_ltx_dump, stdout), EXIT_OK;
+  if (argc != 2) return usage_error(usage_ltx_dump, "ltx dump takes one FILE%s", "");
+  rc = read_whole_file(argv[1], &buf, &n, &err);
+  if (rc) goto out;
+  if (n < LTX_HEADER_SIZE) {
+    rc = ltx_error_set(&err, LTX_ERR_TRUNCATED, "%s: %zu bytes, shorter than a header",
+                       argv[1], n);
+    goto out;
+  }
+  rc = ltx_header_decode(buf, &h, &err);
+  if (rc) goto out;
+  format_time(h.timestamp_ms, ts, sizeof ts);
+  printf("file:        %s (%zu bytes)\n", argv[1], n);
+  printf("flags:       0x%x%s\n", h.flags,
+         h.flags & LTX_HEADER_FLAG_NO_CHECKSUM ? " (no database checksums)" : "");
+  printf("page size:   %u\n", h.page_size);
+  printf("commit:      %u pages\n", h.commit);
+  printf("txid:        %016" PRIx64 "-%016" PRIx64 "%s\n", h.min_txid, h.max_txid,
+         ltx_header_is_snapshot(&h) ? " (snapshot)" : "");
+  printf("timestamp:   %s (%" PRId64 " ms)\n", ts, h.timestamp_ms);
+  printf("pre-apply:   %016" PRIx64 "\n", h.pre_apply_checksum);
+  printf("wal:         offset %" PRIu64 " size %" PRIu64 " salts %08x %08x\n", h.wal_offset,
+         h.wal_size, h.wal_salt1, h.wal_salt2);
+  printf("node id:     %" PRIu64 "\n", h.node_id);
+  rc = ltx_index_parse_tail(buf, n, n, &idx, &need, &err);
+  if (rc) goto out;
+  {
+    const uint8_t *t = buf + n - LTX_TRAILER_SIZE;
+    uint64_t post = 0, file = 0;
+    for (int i = 0; i < 8; i++) {
+      post = post << 8 | t[i];
+      file = file << 8 | t[8 + i];
+    }
+    printf("post-apply:  %016" PRIx64 "\n", post);
+    printf("file cksum:  %016" PRIx64 "\n", file);
+  }
+  printf("pages:       %zu\n", idx.n);
+  printf("%10s  %12s  %8s\n", "pgno", "offset", "size");
+  for (size_t i = 0; i < idx.n; i++)
+    printf("%10u  %12" PRIu64 "  %8u\n", idx.entries[i].pgno, idx.entries[i].offset,
+           idx.entries[i].size);
+out:
+  if (rc) {
+    if (err.code != LTX_ERR_IO) ltx_error_prefix(&err, "%s", argv[1]);
+    status = report(&err);
+  }
+  ltx_index_free(&idx);
+  free(buf);
+  return status;
+}
+
+typedef struct fd_reader {
+  int fd;
+  const char *path;
+} fd_reader;
+
+static int fd_read(void *ctx, uint8_t *buf, size_t n, size_t *nread, ltx_error *err) {
+  fd_reader *r = ctx;
+  for (;;) {
+    ssize_t got = read(r->fd, buf, n);
+    if (got >= 0) {
+      *nread = (size_t)got;
+      return LTX_OK;
+    }
+    if (errno != EINTR) return ltx_error_set(err, LTX_ERR_IO, "read: %s", strerror(errno));
+  }
+}
+
+/* Streams one file through the decoder: memory stays at one page plus the
+** index, whatever the file's size. */
+static int verify_file(const char *path, ltx_header *h, size_t *n_pages, ltx_error *err) {
+  fd_reader r = {open(path, O_RDONLY), path};
+  ltx_decoder *dec = NULL;
+  uint8_t *page = NULL;
+  ltx_trailer tr;
+  int rc = LTX_OK;
+  *n_pages = 0;
+  if (r.fd < 0) {
+    rc = ltx_error_set(err, LTX_ERR_IO, "open: %s", strerror(errno));
+    goto out;
+  }
+  rc = ltx_decoder_open(&dec, fd_read, &r, err);
+  if (rc) goto out;
+  *h = *ltx_decoder_header(dec);
+  page = malloc(h->page_size);
+  if (!page) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (;;) {
+    uint32_t pgno;
+    rc = ltx_decoder_next(dec, &pgno, page, err);
+    if (rc == LTX_DONE) break;
+    if (rc) goto out;
+    (*n_pages)++;
+  }
+  rc = ltx_decoder_finish(dec, &tr, NULL, err);
+out:
+  ltx_decoder_free(dec);
+  free(page);
+  if (r.fd >= 0) close(r.fd);
+  return rc;
+}
+
+static int cmd_ltx_verify(int argc, char **argv) {
+  int status = EXIT_OK;
+  if (wants_help(argc, argv)) return fputs(usage_ltx_verify, stdout), EXIT_OK;
+  if (argc < 2) return usage_error(usage_ltx_verify, "ltx verify takes FILE...%s", "");
+  for (int i = 1; i < argc; i++) {
+    ltx_error err = {0};
+    ltx_header h;
+    size_t n_pages;
+    int rc = verify_file(argv[i], &h, &n_pages, &err);
+    if (rc == LTX_OK) {
+      printf("%s: ok (txid %016" PRIx64 "-%016" PRIx64 ", %zu pages, commit %u)\n", argv[i],
+             h.min_txid, h.max_txid, n_pages, h.commit);
+    } else {
+      int code = exit_code_for(rc);
+      printf("%s: INVALID: %s\n", argv[i], err.msg);
+      if (status == EXIT_OK || code == EXIT_INVALID) status = code;
+    }
+  }
+  return status;
+}
+
+static int cmd_ltx(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    fputs(usage_ltx_dump, argc < 2 ? stderr : stdout);
+    fputs("\n", argc < 2 ? stderr : stdout);
+    fputs(usage_ltx_verify, argc < 2 ? stderr : stdout);
+    return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  if (!strcmp(argv[1], "dump")) return cmd_ltx_dump(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "verify")) return cmd_ltx_verify(argc - 1, argv + 1);
+  return usage_error(usage_main, "unknown ltx command '%s'", argv[1]);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return fputs(usage_main, stderr), EXIT_USAGE;
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
+    return fputs(usage_main, stdout), EXIT_OK;
+  if (!strcmp(cmd, "--version")) return printf("ltvfs %s\n", PACKAGE_VERSION), EXIT_OK;
+  if (!strcmp(cmd, "ls")) return cmd_ls(argc - 1, argv + 1);
+  if (!strcmp(cmd, "restore")) return cmd_restore(argc - 1, argv + 1);
+  if (!strcmp(cmd, "import")) return cmd_import(argc - 1, argv + 1);
+  if (!strcmp(cmd, "ltx")) return cmd_ltx(argc - 1, argv + 1);
+  return usage_error(usage_main, "unknown command '%s'", cmd);
+}

@@ -1,1 +1,41 @@
-/* placeholder: being written */
+/*
+** api.c: the public C interface of ltvfs.h, built from the layers below.
+** No SQLite calls here: the library must work when loaded into a SQLite it was
+** not linked against, so only the extension code talks to SQLite, through the
+** routines SQLite hands it.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache.h"
+#include "config.h"
+#include "store/store.h"
+#include "vfs/vfs.h"
+
+const char *ltvfs_version(void) { return PACKAGE_VERSION; }
+
+int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
+                  uint64_t *reached_txid, char **errmsg) {
+  store *st = NULL;
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  ltx_error err = {0};
+  int rc;
+
+  if (errmsg) *errmsg = NULL;
+  rc = store_open(url, &st, &err);
+  if (rc) goto out;
+  rc = store_list_all(st, &all, &err);
+  if (rc) goto out;
+  rc = store_plan_build(all.files, all.n, txid, -1, &plan, &err);
+  if (rc) goto out;
+  rc = cache_restore(st, &plan, out_path, NULL, NULL, &err);
+  if (rc) goto out;
+  if (reached_txid) *reached_txid = plan.txid;
+out:
+  if (rc && errmsg) *errmsg = strdup(err.msg[0] ? err.msg : ltx_err_name(rc));
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
+  store_close(st);
+  return rc;
+}

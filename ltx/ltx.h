@@ -84,9 +84,11 @@ const char *ltx_err_name(int code);
 uint64_t ltx_crc64(uint64_t crc, const void *buf, size_t n);
 /* For tests and benchmarks: ltx_crc64 by one chosen implementation.
 ** impl 0 = portable slicing-by-8 (every CPU), 1 = PCLMULQDQ folding,
-** 2 = VPCLMULQDQ + AVX-512 folding (x86-64; ltx_crc64 uses the highest the
-** CPU has). ltx_crc64_impl_name gives its short name, or NULL when this
-** build or CPU lacks it; ltx_crc64_impl then uses the best one below. */
+** 2 = VPCLMULQDQ on AVX2 ymm, 3 = VPCLMULQDQ on AVX-512 zmm (x86-64;
+** ltx_crc64 uses the highest the CPU has, capped by the environment variable
+** LTVFS_CRC64_IMPL=0..3 if set). ltx_crc64_impl_name gives its short name,
+** or NULL when this build or CPU lacks it (or the cap excludes it);
+** ltx_crc64_impl then uses the best one below. */
 const char *ltx_crc64_impl_name(int impl);
 uint64_t ltx_crc64_impl(int impl, uint64_t crc, const void *buf, size_t n);
 /* FLAG | crc(BE32(pgno) || page) */
@@ -153,7 +155,8 @@ typedef struct ltx_index {
 ** bytes (tail points at file offset file_size - n_tail). When the tail is too
 ** short to hold the whole index, returns LTX_ERR_TRUNCATED and sets *need to
 ** the number of tail bytes required (read that many and call again). Every
-** entry is checked to lie inside the page block, in order, without overlap. */
+** entry is checked to lie inside the page block, in order, without overlap.
+** *need is 0 when reading more cannot help (the file is too small). */
 int ltx_index_parse_tail(const uint8_t *tail, size_t n_tail, uint64_t file_size,
                          ltx_index *idx, size_t *need, ltx_error *err);
 /* A good first guess for n_tail: covers the index of most files. */
@@ -163,6 +166,16 @@ void ltx_index_free(ltx_index *idx);
 const ltx_page_entry *ltx_index_find(const ltx_index *idx, uint32_t pgno);
 
 /* ---- one frame, random access ---- */
+
+/* Upper bound of one frame's size (header, csize, payload) for page_size:
+** LZ4_COMPRESSBOUND(page_size) plus the frame header and csize, plus room
+** for the LZ4F framing of a legacy frame (header <= 19 bytes, block header,
+** end mark, content checksum). Buffers of this size hold any valid frame;
+** index entries and csize fields above it are rejected. */
+static inline size_t ltx_frame_max_size(uint32_t page_size) {
+  return (size_t)LTX_FRAME_HEADER_SIZE + LTX_FRAME_CSIZE_SIZE + page_size + page_size / 255u +
+         16u + 64u;
+}
 
 /* Decodes one whole frame (the size bytes at an index entry's offset) into
 ** page (page_size bytes). Accepts both frame kinds: current (flags 0x1,
@@ -183,13 +196,19 @@ typedef struct ltx_decoder ltx_decoder;
 ** read buffer and, at the end, the page index. */
 int ltx_decoder_open(ltx_decoder **out, ltx_read_fn read, void *ctx, ltx_error *err);
 const ltx_header *ltx_decoder_header(const ltx_decoder *d);
+/* verify_checksum = 0 skips the file checksum and the snapshot database
+** checksum (no CRC work per page) for callers that verified the file
+** already. The default is 1. Only effective before the first
+** ltx_decoder_next; later calls are ignored. */
+void ltx_decoder_set_verify_checksum(ltx_decoder *d, int verify_checksum);
 /* Next page in the page block: LTX_OK with *pgno and page (page_size bytes)
 ** filled, or LTX_DONE once the terminator is read. Enforces ascending pgno,
 ** pgno <= commit, no lock page. */
 int ltx_decoder_next(ltx_decoder *d, uint32_t *pgno, uint8_t *page, ltx_error *err);
 /* After LTX_DONE: reads the page index and the trailer, checks the index
-** against the frames seen, verifies the file checksum (unless verify_checksum
-** is 0), verifies the post-apply checksum of a checksummed snapshot, and
+** against the frames seen, verifies the file checksum (unless turned off with
+** ltx_decoder_set_verify_checksum), verifies the post-apply checksum of a
+** checksummed snapshot, and
 ** requires end of input. idx (may be NULL) receives the parsed index. */
 int ltx_decoder_finish(ltx_decoder *d, ltx_trailer *trailer, ltx_index *idx, ltx_error *err);
 /* Bytes consumed so far (the offset of the next unread byte). */
@@ -232,11 +251,16 @@ typedef struct ltx_source {
   uint64_t size;
 } ltx_source;
 
-/* Merges n files, oldest first, each following the previous
-** (min[i] == max[i-1] + 1), into one: newest page wins, pages above the final
+/* Merges n files, oldest first, each following the previous as Litestream's
+** ltx.IsContiguous has it (min[i] <= max[i-1] + 1 and max[i] > max[i-1]: a
+** gap or a file that does not advance is LTX_ERR_CONTIGUITY; overlap is
+** allowed), into one: newest page wins, pages above the final
 ** commit are dropped, min TXID and pre-apply checksum come from the first,
 ** commit, max TXID, timestamp and post-apply checksum from the last. The
-** output is NoChecksum when any input is. Memory: the indexes plus one page. */
+** output is NoChecksum when any input is. As in Litestream (compactor and
+** restore alike), a page that a middle input's shrink cut off but that lies
+** below the final commit keeps its newest older version. Memory: the
+** indexes plus one page. */
 int ltx_compact(const ltx_source *inputs, size_t n, ltx_write_fn write, void *ctx,
                 ltx_header *out_header, ltx_error *err);
 

@@ -17,14 +17,14 @@
 ** is never decoded. A file URL with a query or fragment is refused rather
 ** than silently ignoring what the user meant to configure.
 **
-** Ownership: store_open returns a store whose ops->close releases the
-** backend's state (st->impl); store_close then frees the URL copy and the
-** store itself, so a backend never frees the struct it did not allocate the
-** same way twice.
+** Ownership, the contract for every backend: the constructor allocates the
+** store with malloc/calloc and st->url with strdup; ops->close releases only
+** the backend's state (st->impl); store_close then frees st->url and st.
 */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "store/store.h"
 

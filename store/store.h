@@ -66,6 +66,16 @@ typedef enum store_layout {
 
 typedef struct store store;
 
+/* One range of a batch read (store_ops.read_ranges): exactly n bytes of key
+** at off into buf; rc is that range's own result (LTX_OK or a code). */
+typedef struct store_range {
+  const char *key;
+  uint64_t off;
+  uint8_t *buf;
+  size_t n;
+  int rc;
+} store_range;
+
 /* Backend method table. Every method returns LTX_OK or a code with err set;
 ** messages name the object (never credentials). */
 typedef struct store_ops {
@@ -92,6 +102,10 @@ typedef struct store_ops {
   /* Deletes keys; a missing key is not an error. */
   int (*del)(store *st, const char *const *keys, size_t n, ltx_error *err);
   void (*close)(store *st);
+  /* Optional (NULL: callers loop over read_range). Reads every range, many
+  ** at once where the backend can; sets each ranges[i].rc and returns the
+  ** first failure (with err) or LTX_OK. */
+  int (*read_ranges)(store *st, store_range *ranges, size_t n, ltx_error *err);
 } store_ops;
 
 struct store {
@@ -108,6 +122,8 @@ void store_close(store *st);
 
 /* Backend constructors (used by store_open). */
 int store_file_open(const char *dir, const char *url, store **out, ltx_error *err);
+/* "s3://BUCKET/PATH?endpoint=...&region=..." (see store/s3.c); thread-safe. */
+int store_s3_open(const char *url, store **out, ltx_error *err);
 
 /* Convenience wrappers over st->ops. */
 int store_list(store *st, const char *prefix, const char *after, store_object_list *out,

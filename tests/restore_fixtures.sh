@@ -10,7 +10,7 @@
 # Environment overrides: LTVFS (the CLI), SQLITE3 (the sqlite3 shell).
 set -euo pipefail
 
-srcdir=${srcdir:-.}
+srcdir=${top_srcdir:-${srcdir:-.}}
 top_builddir=${top_builddir:-.}
 LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 SQLITE3=${SQLITE3:-sqlite3}

@@ -676,7 +676,7 @@ static int cmd_ltx_verify(int argc, char **argv) {
   if (argc < 2) return usage_error(usage_ltx_verify, "ltx verify takes FILE...%s", "");
   for (int i = 1; i < argc; i++) {
     ltx_error err = {0};
-    ltx_header h;
+    ltx_header h = {0};
     size_t n_pages;
     int rc = verify_file(argv[i], &h, &n_pages, &err);
     if (rc == LTX_OK) {

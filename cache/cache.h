@@ -22,14 +22,22 @@ enum {
 /* Progress of a long job: called after each chunk; done <= total bytes. */
 typedef void (*cache_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
+/* What an apply needs to know of the image and reports back. */
+typedef struct cache_apply_state {
+  uint32_t page_size;   /* 0 before the first file (set from it), then enforced */
+  uint32_t commit;      /* database size in pages after the last file applied */
+  cache_progress_fn progress;
+  void *progress_ctx;
+  uint64_t bytes_done;  /* LTX bytes fetched so far, for progress */
+  uint64_t bytes_total;
+} cache_apply_state;
+
 /* Applies one LTX file from the store to the image open at fd: streams it in
 ** chunks (bounded memory), verifies header, frames, index and file checksum,
-** writes each page at (pgno-1)*page_size, then truncates the image to
-** commit pages (a shrink drops only pages above commit). *page_size is the
-** image's page size: 0 on the first file (set from it), else enforced. */
-int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, uint32_t *page_size,
-                    cache_progress_fn progress, void *progress_ctx, uint64_t *bytes_done,
-                    uint64_t bytes_total, ltx_error *err);
+** and writes each page at (pgno-1)*page_size. It does not truncate: the
+** caller decides when pages above state->commit go (see cache_restore). */
+int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_state *state,
+                    ltx_error *err);
 
 /* Restores the plan into out_path atomically: a temporary file beside it,
 ** every file applied in order, fsync, rename, fsync of the directory. On

@@ -143,12 +143,13 @@ go_q() {
 # compare LABEL GOT_FILE WANT_FILE [QUERIES]: one check per query of WANT
 # (or of QUERIES' names when given).
 compare() {
-  local label=$1 got=$2 want=$3 names n g w
+  local label=$1 got=$2 want=$3 names n k v
+  local -A G=() W=()
+  while IFS=$'\t' read -r k v; do [ -n "${G[$k]+x}" ] || G[$k]=$v; done <"$got"
+  while IFS=$'\t' read -r k v; do [ -n "${W[$k]+x}" ] || W[$k]=$v; done <"$want"
   if [ $# -ge 4 ]; then names=$(cut -f1 <<<"$4"); else names=$(cut -f1 "$want"); fi
   for n in $names; do
-    g=$(awk -F'\t' -v n="$n" '$1 == n { sub(/^[^\t]*\t/, ""); print; exit }' "$got")
-    w=$(awk -F'\t' -v n="$n" '$1 == n { sub(/^[^\t]*\t/, ""); print; exit }' "$want")
-    check "$label $n" "$g" "$w"
+    check "$label $n" "${G[$n]-}" "${W[$n]-}"
   done
 }
 get() { awk -F'\t' -v n="$2" '$1 == n { sub(/^[^\t]*\t/, ""); print; exit }' "$1"; }

@@ -253,7 +253,7 @@ int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_stat
   }
 
 out:
-  if (rc) ltx_error_prefix(err, "%s", key);
+  if (rc) ltx_error_prefix(err, "%s/%s", st->url, key);
   ltx_decoder_free(dec);
   free(reader.chunk);
   free(batch.buf);

@@ -37,46 +37,73 @@
 /* Large enough that a restore makes few requests per file (the S3 target is
 ** O(files + size / 8 MiB) requests), small enough to stay cheap in memory. */
 #define RESTORE_CHUNK_SIZE (8u << 20)
+/* Chunks fetched at once (in parallel where the store can): a window of up
+** to 64 MiB of one large file, or a batch of whole small files. */
+#define RESTORE_WINDOW_CHUNKS 8u
+#define RESTORE_BATCH_BYTES ((uint64_t)RESTORE_CHUNK_SIZE * RESTORE_WINDOW_CHUNKS)
 /* Consecutive pages are written in one pwrite of up to this many bytes. */
 #define RESTORE_WRITE_BATCH (1u << 20)
 
-/* Streams one store object to the decoder in RESTORE_CHUNK_SIZE range reads. */
+/* Feeds one LTX file to the decoder: either from bytes already fetched
+** (preloaded), or window by window, each window one parallel batch of chunk
+** range reads. */
 typedef struct chunk_reader {
   store *st;
   const char *key;
   uint64_t object_size;
-  uint64_t next_off;     /* store offset of the byte after the chunk */
-  uint8_t *chunk;
-  size_t chunk_len;
-  size_t chunk_pos;
-  cache_progress_fn progress;
-  void *progress_ctx;
-  uint64_t *bytes_done;
-  uint64_t bytes_total;
+  uint64_t next_off;     /* store offset of the byte after the window */
+  uint8_t *win;
+  size_t win_cap;
+  size_t win_len;
+  size_t win_pos;
+  int preloaded;         /* win holds the whole object: never fetch */
+  cache_apply_state *state;
 } chunk_reader;
+
+static void progress_add(cache_apply_state *state, uint64_t n) {
+  state->bytes_done += n;
+  if (state->progress) state->progress(state->progress_ctx, state->bytes_done, state->bytes_total);
+}
+
+/* Splits [off, off + n) of key into chunk-sized ranges at ranges[*count]. */
+static void add_chunk_ranges(store_range *ranges, size_t *count, const char *key, uint64_t off,
+                             uint8_t *buf, uint64_t n) {
+  for (uint64_t done = 0; done < n; done += RESTORE_CHUNK_SIZE) {
+    uint64_t len = n - done < RESTORE_CHUNK_SIZE ? n - done : RESTORE_CHUNK_SIZE;
+    ranges[(*count)++] = (store_range){.key = key, .off = off + done, .buf = buf + done,
+                                       .n = (size_t)len};
+  }
+}
+
+static int window_fetch(chunk_reader *r, ltx_error *err) {
+  store_range ranges[RESTORE_WINDOW_CHUNKS];
+  size_t count = 0;
+  uint64_t left = r->object_size - r->next_off;
+  uint64_t want = left < r->win_cap ? left : r->win_cap;
+  int rc;
+  add_chunk_ranges(ranges, &count, r->key, r->next_off, r->win, want);
+  rc = store_read_ranges(r->st, ranges, count, err);
+  if (rc) return rc;
+  r->next_off += want;
+  r->win_len = (size_t)want;
+  r->win_pos = 0;
+  progress_add(r->state, want);
+  return LTX_OK;
+}
 
 static int chunk_read(void *ctx, uint8_t *buf, size_t n, size_t *nread, ltx_error *err) {
   chunk_reader *r = ctx;
   int rc = LTX_OK;
   *nread = 0;
-  if (r->chunk_pos == r->chunk_len) {
-    uint64_t left = r->object_size - r->next_off;
-    size_t want = left < RESTORE_CHUNK_SIZE ? (size_t)left : RESTORE_CHUNK_SIZE;
-    if (want == 0) goto out; /* end of object */
-    rc = store_read_range(r->st, r->key, r->next_off, r->chunk, want, err);
+  if (r->win_pos == r->win_len) {
+    if (r->preloaded || r->next_off == r->object_size) goto out; /* end of object */
+    rc = window_fetch(r, err);
     if (rc) goto out;
-    r->next_off += want;
-    r->chunk_len = want;
-    r->chunk_pos = 0;
-    if (r->bytes_done) {
-      *r->bytes_done += want;
-      if (r->progress) r->progress(r->progress_ctx, *r->bytes_done, r->bytes_total);
-    }
   }
-  size_t avail = r->chunk_len - r->chunk_pos;
+  size_t avail = r->win_len - r->win_pos;
   size_t take = n < avail ? n : avail;
-  memcpy(buf, r->chunk + r->chunk_pos, take);
-  r->chunk_pos += take;
+  memcpy(buf, r->win + r->win_pos, take);
+  r->win_pos += take;
   *nread = take;
 out:
   return rc;
@@ -159,10 +186,9 @@ out:
   return rc;
 }
 
-int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_state *state,
-                    ltx_error *err) {
-  char key[128];
-  chunk_reader reader = {0};
+/* Decodes the file r delivers and writes its pages into the image. */
+static int apply_from_reader(int fd, const store_ltx_file *f, chunk_reader *r,
+                             cache_apply_state *state, ltx_error *err) {
   write_batch batch = {0};
   ltx_decoder *dec = NULL;
   uint8_t *page = NULL;
@@ -171,17 +197,7 @@ int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_stat
   int checksummed;
   int rc;
 
-  store_ltx_key(st, f->level, f->min_txid, f->max_txid, key, sizeof key);
-  reader = (chunk_reader){.st = st, .key = key, .object_size = f->size,
-                          .progress = state->progress, .progress_ctx = state->progress_ctx,
-                          .bytes_done = &state->bytes_done, .bytes_total = state->bytes_total};
-  reader.chunk = malloc(f->size < RESTORE_CHUNK_SIZE ? (size_t)f->size + 1 : RESTORE_CHUNK_SIZE);
-  if (!reader.chunk) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-    goto out;
-  }
-
-  rc = ltx_decoder_open(&dec, chunk_read, &reader, err);
+  rc = ltx_decoder_open(&dec, chunk_read, r, err);
   if (rc) goto out;
   h = ltx_decoder_header(dec);
   if (h->min_txid != f->min_txid || h->max_txid != f->max_txid) {
@@ -253,11 +269,73 @@ int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_stat
   }
 
 out:
-  if (rc) ltx_error_prefix(err, "%s/%s", st->url, key);
+  if (rc) ltx_error_prefix(err, "%s/%s", r->st->url, r->key);
   ltx_decoder_free(dec);
-  free(reader.chunk);
   free(batch.buf);
   free(page);
+  return rc;
+}
+
+int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_state *state,
+                    ltx_error *err) {
+  char key[128];
+  chunk_reader reader;
+  int rc;
+  store_ltx_key(st, f->level, f->min_txid, f->max_txid, key, sizeof key);
+  reader = (chunk_reader){.st = st, .key = key, .object_size = f->size, .state = state};
+  reader.win_cap = f->size < RESTORE_BATCH_BYTES ? (size_t)f->size : (size_t)RESTORE_BATCH_BYTES;
+  reader.win = malloc(reader.win_cap ? reader.win_cap : 1);
+  if (!reader.win) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  rc = apply_from_reader(fd, f, &reader, state, err);
+  free(reader.win);
+  return rc;
+}
+
+/* Applies files[0..n) of at most RESTORE_BATCH_BYTES in all, fetched whole in
+** one parallel batch: a plan of many small files costs one round trip per
+** batch, not one per file. */
+static int apply_small_batch(int fd, store *st, const store_ltx_file *files, size_t n,
+                             cache_apply_state *state, ltx_error *err) {
+  char (*keys)[128] = calloc(n, sizeof *keys);
+  store_range *ranges = NULL;
+  uint8_t *buf = NULL;
+  size_t count = 0, max_ranges = 0;
+  uint64_t total = 0, off = 0;
+  int rc = LTX_OK;
+
+  for (size_t i = 0; i < n; i++) {
+    total += files[i].size;
+    max_ranges += (size_t)(files[i].size / RESTORE_CHUNK_SIZE) + 1;
+  }
+  ranges = calloc(max_ranges, sizeof *ranges);
+  buf = malloc(total ? (size_t)total : 1);
+  if (!keys || !ranges || !buf) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    store_ltx_key(st, files[i].level, files[i].min_txid, files[i].max_txid, keys[i],
+                  sizeof keys[i]);
+    add_chunk_ranges(ranges, &count, keys[i], 0, buf + off, files[i].size);
+    off += files[i].size;
+  }
+  rc = store_read_ranges(st, ranges, count, err);
+  if (rc) goto out;
+  progress_add(state, total);
+  off = 0;
+  for (size_t i = 0; i < n; i++) {
+    chunk_reader r = {.st = st, .key = keys[i], .object_size = files[i].size,
+                      .next_off = files[i].size, .win = buf + off,
+                      .win_cap = (size_t)files[i].size, .win_len = (size_t)files[i].size,
+                      .preloaded = 1, .state = state};
+    rc = apply_from_reader(fd, &files[i], &r, state, err);
+    if (rc) goto out;
+    off += files[i].size;
+  }
+out:
+  free(keys);
+  free(ranges);
+  free(buf);
   return rc;
 }
 
@@ -308,9 +386,20 @@ int cache_restore(store *st, const store_plan *plan, const char *out_path,
     goto out;
   }
 
-  for (size_t i = 0; i < plan->n; i++) {
-    rc = cache_apply_ltx(fd, st, &plan->files[i], &state, err);
+  for (size_t i = 0; i < plan->n;) {
+    size_t j = i;
+    uint64_t batch = 0;
+    while (j < plan->n && batch + plan->files[j].size <= RESTORE_BATCH_BYTES)
+      batch += plan->files[j++].size;
+    if (j == i) {
+      /* Larger than a batch: streamed window by window. */
+      rc = cache_apply_ltx(fd, st, &plan->files[i], &state, err);
+      j = i + 1;
+    } else {
+      rc = apply_small_batch(fd, st, &plan->files[i], j - i, &state, err);
+    }
     if (rc) goto out;
+    i = j;
   }
   if (ftruncate(fd, (off_t)state.commit * state.page_size) != 0) {
     rc = ltx_error_set(err, CACHE_ERR_IO, "truncate %s to %u pages: %s", tmp_path,

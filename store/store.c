@@ -216,6 +216,19 @@ int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, siz
   return st->ops->read_range(st, key, off, buf, n, err);
 }
 
+/* Backends that cannot read in parallel get the plain loop, with the same
+** per-range results. */
+int store_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err) {
+  int rc = LTX_OK;
+  if (st->ops->read_ranges) return st->ops->read_ranges(st, ranges, n, err);
+  for (size_t i = 0; i < n; i++) {
+    ranges[i].rc = st->ops->read_range(st, ranges[i].key, ranges[i].off, ranges[i].buf,
+                                       ranges[i].n, rc ? NULL : err);
+    if (ranges[i].rc && !rc) rc = ranges[i].rc;
+  }
+  return rc;
+}
+
 int store_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
                       uint64_t *object_size, ltx_error *err) {
   return st->ops->read_suffix(st, key, buf, n, nread, object_size, err);

@@ -132,6 +132,9 @@ int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, siz
                      ltx_error *err);
 int store_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
                       uint64_t *object_size, ltx_error *err);
+/* Reads every range (in parallel where the backend can); each range's rc is
+** set; returns the first failure (with err) or LTX_OK. */
+int store_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err);
 int store_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
               store_put_cond cond, const char *if_match_etag, char *etag_out,
               size_t etag_cap, ltx_error *err);

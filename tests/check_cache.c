@@ -296,6 +296,59 @@ START_TEST(test_checksummed_files_verify_pre_and_post_apply) {
 }
 END_TEST
 
+/* Random pages do not compress: a file over one 8 MiB chunk, so both the
+** batch path (cache_restore) and the window path (cache_apply_ltx) split it
+** into several range reads that must reassemble exactly. */
+START_TEST(test_file_larger_than_a_chunk_reassembles_exactly) {
+  enum { N = 2200 };
+  char out[300], key[128];
+  ltx_error err = {0};
+  ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = PS, .commit = N,
+                  .min_txid = 1, .max_txid = 1, .timestamp_ms = 1};
+  ltx_encoder *enc = NULL;
+  sink s = {0};
+  uint8_t *pages = malloc((size_t)N * PS), *img = malloc((size_t)N * PS);
+  uint32_t seed = 12345;
+  ck_assert_ptr_nonnull(pages);
+  ck_assert_ptr_nonnull(img);
+  for (size_t i = 0; i < (size_t)N * PS; i++) {
+    seed = seed * 1103515245u + 12345u;
+    pages[i] = (uint8_t)(seed >> 16);
+  }
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  for (uint32_t p = 1; p <= N; p++)
+    ck_assert_int_eq(ltx_encoder_put(enc, p, pages + (size_t)(p - 1) * PS, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_close(enc, 0, &err), LTX_OK);
+  ltx_encoder_free(enc);
+  ck_assert_uint_gt(s.len, 8u << 20);
+  store_ltx_key(g_st, 0, 1, 1, key, sizeof key);
+  ck_assert_int_eq(store_put(g_st, key, s.buf, s.len, 1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err),
+                   LTX_OK);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_msg(restore_to(out, 0, &err) == LTX_OK, "%s", err.msg);
+  {
+    int fd = open(out, O_RDONLY);
+    ck_assert_int_eq(pread(fd, img, (size_t)N * PS, 0), (ssize_t)N * PS);
+    close(fd);
+    ck_assert(memcmp(img, pages, (size_t)N * PS) == 0);
+  }
+  {
+    store_ltx_file f = {.level = 0, .min_txid = 1, .max_txid = 1, .size = s.len};
+    cache_apply_state state = {0};
+    int fd = open(out, O_RDWR | O_TRUNC);
+    ck_assert_msg(cache_apply_ltx(fd, g_st, &f, &state, &err) == LTX_OK, "%s", err.msg);
+    ck_assert_uint_eq(state.commit, N);
+    ck_assert_uint_eq(state.bytes_done, s.len);
+    ck_assert_int_eq(pread(fd, img, (size_t)N * PS, 0), (ssize_t)N * PS);
+    close(fd);
+    ck_assert(memcmp(img, pages, (size_t)N * PS) == 0);
+  }
+  free(s.buf);
+  free(pages);
+  free(img);
+}
+END_TEST
+
 static Suite *cache_suite(void) {
   Suite *s = suite_create("cache");
   TCase *tc = tcase_create("restore");
@@ -308,6 +361,7 @@ static Suite *cache_suite(void) {
   tcase_add_test(tc, test_page_size_change_is_rejected);
   tcase_add_test(tc, test_file_named_for_other_txids_is_rejected);
   tcase_add_test(tc, test_checksummed_files_verify_pre_and_post_apply);
+  tcase_add_test(tc, test_file_larger_than_a_chunk_reassembles_exactly);
   suite_add_tcase(s, tc);
   return s;
 }

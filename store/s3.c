@@ -87,7 +87,6 @@
 ** Not done: IMDS/SSO/profile credentials, multipart upload (LTX files are
 ** small enough for one PUT of up to 5 GiB), HTTP/2, Retry-After.
 */
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -124,13 +123,13 @@
 
 typedef struct s3_config {
   char *zBucket;
-  char *zPath;        /* PATH without leading/trailing '/', maybe "" */
-  char *zBase;        /* URL of the bucket: ".../BUCKET" or "https://BUCKET.host" */
-  char *zEndpoint;    /* for messages: "http://127.0.0.1:9000" or the AWS host */
-  char *zDisplay;     /* "s3://BUCKET/PATH" for messages */
+  char *zPath;     /* PATH without leading/trailing '/', maybe "" */
+  char *zBase;     /* URL of the bucket: ".../BUCKET" or "https://BUCKET.host" */
+  char *zEndpoint; /* for messages: "http://127.0.0.1:9000" or the AWS host */
+  char *zDisplay;  /* "s3://BUCKET/PATH" for messages */
   char *zRegion;
-  char *zSigV4;       /* "aws:amz:REGION:s3" */
-  int bVirtual;       /* bucket in the host name */
+  char *zSigV4; /* "aws:amz:REGION:s3" */
+  int bVirtual; /* bucket in the host name */
   int bSkipVerify;
   int bSignPayload;
   int nConcurrency;
@@ -143,19 +142,19 @@ typedef struct s3_config {
 ** keeps the connections alive between calls) and its easy handles. */
 typedef struct s3_session {
   CURLM *pMulti;
-  CURL **apEasy;        /* nConcurrency slots, created on first use */
+  CURL **apEasy; /* nConcurrency slots, created on first use */
   int *aBusy;
-  uint64_t rng;         /* xorshift state for backoff jitter */
+  uint64_t rng; /* xorshift state for backoff jitter */
   struct s3_session *pNext;
 } s3_session;
 
 typedef struct s3_store {
   s3_config cfg;
-  char *zAccessKey, *zSecretKey, *zSessionToken;  /* NULL: unsigned requests */
+  char *zAccessKey, *zSecretKey, *zSessionToken; /* NULL: unsigned requests */
   char *zCaInfo;
   CURLSH *pShare;
   pthread_mutex_t aShareMutex[CURL_LOCK_DATA_LAST];
-  pthread_mutex_t mutex;  /* guards pFree */
+  pthread_mutex_t mutex; /* guards pFree */
   s3_session *pFree;
 } s3_store;
 
@@ -168,19 +167,19 @@ typedef enum req_state { REQ_QUEUED, REQ_RUNNING, REQ_WAITING, REQ_DONE } req_st
 typedef struct s3_req {
   req_kind eKind;
   char *zUrl;
-  char *zWhat;                  /* "s3://BUCKET/PATH/KEY" for messages */
+  char *zWhat; /* "s3://BUCKET/PATH/KEY" for messages */
   struct curl_slist *pHeaders;
-  const uint8_t *aBody;         /* PUT/POST body */
+  const uint8_t *aBody; /* PUT/POST body */
   size_t nBody;
-  uint8_t *aOut;                /* REQ_RANGE/REQ_SUFFIX destination */
+  uint8_t *aOut; /* REQ_RANGE/REQ_SUFFIX destination */
   size_t nOut;
-  uint64_t iOff;                /* REQ_RANGE offset */
-  int bConditional;             /* PUT with If-* */
+  uint64_t iOff;    /* REQ_RANGE offset */
+  int bConditional; /* PUT with If-* */
 
   req_state eState;
   int nAttempt;
   int64_t msNotBefore;
-  int iSlot;                    /* easy handle slot while running */
+  int iSlot; /* easy handle slot while running */
   struct s3_req *pNextWait;
   size_t iUpload;
 
@@ -188,10 +187,10 @@ typedef struct s3_req {
   char zContentRange[96];
   int64_t nContentLength;
   char zEtag[STORE_ETAG_CAP];
-  char zErrCode[64];            /* x-amz-error-code (errors without body) */
-  char zBucketRegion[64];       /* x-amz-bucket-region (301) */
-  size_t nGot;                  /* bytes in aOut */
-  char *aBuf;                   /* list/delete body, or an error body */
+  char zErrCode[64];      /* x-amz-error-code (errors without body) */
+  char zBucketRegion[64]; /* x-amz-bucket-region (301) */
+  size_t nGot;            /* bytes in aOut */
+  char *aBuf;             /* list/delete body, or an error body */
   size_t nBuf, nBufAlloc;
   int bOverflow;
   CURLcode eCurl;
@@ -200,8 +199,8 @@ typedef struct s3_req {
   /* results */
   int rc;
   ltx_error err;
-  size_t nRead;                 /* REQ_SUFFIX */
-  uint64_t nObject;             /* REQ_SUFFIX, REQ_HEAD */
+  size_t nRead;     /* REQ_SUFFIX */
+  uint64_t nObject; /* REQ_SUFFIX, REQ_HEAD */
 } s3_req;
 
 static const store_ops s3_ops;
@@ -223,8 +222,14 @@ static s3_store *s3_of(store *st) { return (s3_store *)st->impl; }
 
 /* ---- encoding helpers ---- */
 
+/* ASCII only: <ctype.h> follows the host application's locale, and a
+** signature must not. */
+static int is_alnum(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 static int is_unreserved(unsigned char c) {
-  return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+  return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
 
 /* Appends z percent-encoded (RFC 3986, as SigV4 canonicalises), keeping '/'
@@ -394,18 +399,17 @@ static void format_rfc3339nano(int64_t ms, char *zOut, size_t nCap) {
     int n = snprintf(zFrac, sizeof(zFrac), ".%09lld", (long long)ns);
     while (n > 1 && zFrac[n - 1] == '0') zFrac[--n] = '\0';
   }
-  snprintf(zOut, nCap, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld%sZ", (long long)y,
-           (long long)m, (long long)d, (long long)(rem / 3600), (long long)(rem / 60 % 60),
-           (long long)(rem % 60), zFrac);
+  snprintf(zOut, nCap, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld%sZ", (long long)y, (long long)m,
+           (long long)d, (long long)(rem / 3600), (long long)(rem / 60 % 60), (long long)(rem % 60),
+           zFrac);
 }
 
 /* ---- URL and configuration ---- */
 
 /* Reads a configuration number: the URL value when given, else the
 ** environment variable, else the default; it must lie in [lo, hi]. */
-static int config_long(const char *url, const char *zName, const char *zUrlVal,
-                       const char *zEnv, long def, long lo, long hi, long *pOut,
-                       ltx_error *err) {
+static int config_long(const char *url, const char *zName, const char *zUrlVal, const char *zEnv,
+                       long def, long lo, long hi, long *pOut, ltx_error *err) {
   const char *z = zUrlVal;
   char *zEnd = NULL;
   long v;
@@ -419,12 +423,12 @@ static int config_long(const char *url, const char *zName, const char *zUrlVal,
   if (errno != 0 || *zEnd != '\0' || zEnd == z || v < lo || v > hi) {
     if (zUrlVal != NULL) {
       return ltx_error_set(err, STORE_ERR_URL,
-                           "replica URL '%s': %s '%s' must be an integer in %ld..%ld", url,
-                           zName, z, lo, hi);
+                           "replica URL '%s': %s '%s' must be an integer in %ld..%ld", url, zName,
+                           z, lo, hi);
     }
     return ltx_error_set(err, STORE_ERR_URL,
-                         "replica URL '%s': %s='%s' (for %s) must be an integer in %ld..%ld",
-                         url, zEnv, z, zName, lo, hi);
+                         "replica URL '%s': %s='%s' (for %s) must be an integer in %ld..%ld", url,
+                         zEnv, z, zName, lo, hi);
   }
   *pOut = v;
   return LTX_OK;
@@ -459,8 +463,19 @@ static int bucket_is_dns(const char *z) {
 }
 
 enum {
-  P_ENDPOINT, P_REGION, P_PATH_STYLE, P_SKIP_VERIFY, P_SIGN_PAYLOAD, P_CONCURRENCY, P_TIMEOUT,
-  P_CONNECT_TIMEOUT, P_STALL_TIMEOUT, P_MAX_ATTEMPTS, P_RETRY_BASE, P_RETRY_MAX, P_COUNT
+  P_ENDPOINT,
+  P_REGION,
+  P_PATH_STYLE,
+  P_SKIP_VERIFY,
+  P_SIGN_PAYLOAD,
+  P_CONCURRENCY,
+  P_TIMEOUT,
+  P_CONNECT_TIMEOUT,
+  P_STALL_TIMEOUT,
+  P_MAX_ATTEMPTS,
+  P_RETRY_BASE,
+  P_RETRY_MAX,
+  P_COUNT
 };
 
 static const struct {
@@ -558,8 +573,7 @@ static int parse_endpoint(const char *url, const char *zEp, char **pzScheme, cha
   }
   nHost = strcspn(zRest, "/?#");
   if (nHost == 0) {
-    rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': endpoint '%s' has no host", url,
-                       zEp);
+    rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': endpoint '%s' has no host", url, zEp);
     goto out;
   }
   if (memchr(zRest, '@', nHost) != NULL) {
@@ -573,10 +587,10 @@ static int parse_endpoint(const char *url, const char *zEp, char **pzScheme, cha
   }
   for (size_t i = 0; i < nHost; i++) {
     unsigned char c = (unsigned char)zRest[i];
-    if (!(isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_')) {
+    if (!(is_alnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_')) {
       rc = ltx_error_set(err, STORE_ERR_URL,
-                         "replica URL '%s': endpoint '%s' has an invalid host character '%c'",
-                         url, zEp, c);
+                         "replica URL '%s': endpoint '%s' has an invalid host character '%c'", url,
+                         zEp, c);
       goto out;
     }
   }
@@ -645,15 +659,15 @@ static int parse_url(const char *url, s3_config *c, ltx_error *err) {
   nPathPart = zQuery ? (size_t)(zQuery - zRest) : strlen(zRest);
   nBucket = strcspn(zRest, "/?");
   if (nBucket == 0) {
-    rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': no bucket name (want s3://BUCKET/PATH)",
-                       url);
+    rc = ltx_error_set(err, STORE_ERR_URL,
+                       "replica URL '%s': no bucket name (want s3://BUCKET/PATH)", url);
     goto out;
   }
   c->zBucket = strndup(zRest, nBucket);
   if (c->zBucket == NULL) goto nomem;
   for (const char *z = c->zBucket; *z; z++) {
     unsigned char ch = (unsigned char)*z;
-    if (!(isalnum(ch) || ch == '.' || ch == '-' || ch == '_')) {
+    if (!(is_alnum(ch) || ch == '.' || ch == '-' || ch == '_')) {
       rc = ltx_error_set(err, STORE_ERR_URL,
                          "replica URL '%s': bucket name '%s' has an invalid character '%c'", url,
                          c->zBucket, ch);
@@ -681,8 +695,8 @@ static int parse_url(const char *url, s3_config *c, ltx_error *err) {
     c->zPath = strndup(zStart, n);
     if (c->zPath == NULL) goto nomem;
     if (strstr(c->zPath, "//") != NULL) {
-      rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': empty component in path '%s'",
-                         url, c->zPath);
+      rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': empty component in path '%s'", url,
+                         c->zPath);
       goto out;
     }
     if (strlen(c->zPath) >= S3_MAX_KEY / 2) {
@@ -723,7 +737,7 @@ static int parse_url(const char *url, s3_config *c, ltx_error *err) {
     if (zR == NULL || *zR == '\0') zR = getenv("AWS_REGION");
     if (zR == NULL || *zR == '\0') zR = "us-east-1";
     for (const char *z = zR; *z; z++) {
-      if (!(isalnum((unsigned char)*z) || *z == '-' || *z == '_')) {
+      if (!(is_alnum((unsigned char)*z) || *z == '-' || *z == '_')) {
         rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': invalid region '%s'", url, zR);
         goto out;
       }
@@ -768,8 +782,8 @@ static int parse_url(const char *url, s3_config *c, ltx_error *err) {
                    S3_DEFAULT_TIMEOUT_MS, 1, 24L * 3600 * 1000, &c->msTimeout, err);
   if (rc != LTX_OK) goto out;
   rc = config_long(url, "connect-timeout-ms", azVal[P_CONNECT_TIMEOUT],
-                   "LTVFS_S3_CONNECT_TIMEOUT_MS", S3_DEFAULT_CONNECT_TIMEOUT_MS, 1,
-                   3600L * 1000, &c->msConnect, err);
+                   "LTVFS_S3_CONNECT_TIMEOUT_MS", S3_DEFAULT_CONNECT_TIMEOUT_MS, 1, 3600L * 1000,
+                   &c->msConnect, err);
   if (rc != LTX_OK) goto out;
   rc = config_long(url, "stall-timeout-ms", azVal[P_STALL_TIMEOUT], "LTVFS_S3_STALL_TIMEOUT_MS",
                    S3_DEFAULT_STALL_TIMEOUT_MS, 1, 3600L * 1000, &c->msStall, err);
@@ -890,10 +904,9 @@ static int req_init(s3_store *p, s3_req *r, req_kind eKind, const char *zKey, co
   r->eKind = eKind;
   r->nContentLength = -1;
   if (zKey != NULL) {
-    if (zKey[0] == '\0' || zKey[0] == '/' ||
-        strlen(zKey) + strlen(p->cfg.zPath) + 1 > S3_MAX_KEY) {
-      rc = ltx_error_set(err, LTX_ERR_ARG, "%s: invalid object key '%.200s'", p->cfg.zDisplay,
-                         zKey);
+    if (zKey[0] == '\0' || zKey[0] == '/' || strlen(zKey) + strlen(p->cfg.zPath) + 1 > S3_MAX_KEY) {
+      rc =
+          ltx_error_set(err, LTX_ERR_ARG, "%s: invalid object key '%.200s'", p->cfg.zDisplay, zKey);
       goto out;
     }
     r->zUrl = append_str(NULL, p->cfg.zBase);
@@ -916,8 +929,7 @@ static int req_init(s3_store *p, s3_req *r, req_kind eKind, const char *zKey, co
     if (r->zUrl) r->zUrl = append_str(r->zUrl, zQuery);
   }
   if (r->zUrl == NULL || r->zWhat == NULL) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory building a request",
-                       p->cfg.zDisplay);
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory building a request", p->cfg.zDisplay);
   }
 out:
   return rc;
@@ -997,7 +1009,8 @@ static size_t on_body(char *z, size_t sz, size_t nmemb, void *pArg) {
 /* Copies a header value (trimmed) into a fixed buffer. */
 static void copy_value(const char *z, size_t n, char *zOut, size_t nCap) {
   while (n > 0 && (*z == ' ' || *z == '\t')) z++, n--;
-  while (n > 0 && (z[n - 1] == '\r' || z[n - 1] == '\n' || z[n - 1] == ' ' || z[n - 1] == '\t')) n--;
+  while (n > 0 && (z[n - 1] == '\r' || z[n - 1] == '\n' || z[n - 1] == ' ' || z[n - 1] == '\t'))
+    n--;
   if (n >= nCap) n = nCap - 1;
   memcpy(zOut, z, n);
   zOut[n] = '\0';
@@ -1054,6 +1067,7 @@ static size_t on_upload(char *zBuf, size_t sz, size_t nmemb, void *pArg) {
   s3_req *r = pArg;
   size_t n = sz * nmemb, nLeft = r->nBody - r->iUpload;
   if (n > nLeft) n = nLeft;
+  if (n == 0) return 0;
   memcpy(zBuf, r->aBody + r->iUpload, n);
   r->iUpload += n;
   return n;
@@ -1208,8 +1222,9 @@ static int http_failure(s3_store *p, s3_req *r) {
   if (r->status == 401 || r->status == 403) {
     code = STORE_ERR_AUTH;
     if (p->zAccessKey == NULL) {
-      snprintf(zHint, sizeof(zHint), "; no credentials set (AWS_ACCESS_KEY_ID, "
-                                     "AWS_SECRET_ACCESS_KEY)");
+      snprintf(zHint, sizeof(zHint),
+               "; no credentials set (AWS_ACCESS_KEY_ID, "
+               "AWS_SECRET_ACCESS_KEY)");
     } else {
       snprintf(zHint, sizeof(zHint), "; check the credentials and region '%s'", p->cfg.zRegion);
     }
@@ -1222,12 +1237,11 @@ static int http_failure(s3_store *p, s3_req *r) {
     if ((r->status == 301 || r->status == 307 || r->status == 400) && r->zBucketRegion[0]) {
       char zReg[64];
       sanitize(r->zBucketRegion, zReg, sizeof(zReg));
-      snprintf(zHint, sizeof(zHint), "; the bucket is in region '%s' (set region=%s)", zReg,
-               zReg);
+      snprintf(zHint, sizeof(zHint), "; the bucket is in region '%s' (set region=%s)", zReg, zReg);
     }
   }
-  ltx_error_set(&r->err, code, "%s: HTTP %ld%s%s%s%s%s%s", r->zWhat, r->status,
-                zCode[0] ? " " : "", zCode, zMsg[0] ? " (" : "", zMsg, zMsg[0] ? ")" : "", zHint);
+  ltx_error_set(&r->err, code, "%s: HTTP %ld%s%s%s%s%s%s", r->zWhat, r->status, zCode[0] ? " " : "",
+                zCode, zMsg[0] ? " (" : "", zMsg, zMsg[0] ? ")" : "", zHint);
   return bRetry ? ATTEMPT_RETRY : ATTEMPT_FAIL;
 }
 
@@ -1240,18 +1254,19 @@ static int check_success(s3_store *p, s3_req *r) {
   switch (r->eKind) {
     case REQ_RANGE:
       if (r->status == 206) {
-        if (parse_content_range(r->zContentRange, &a, &b, &t, &bTotal) != 0 || a != r->iOff) {
-          ltx_error_set(&r->err, STORE_ERR_HTTP, "%s: HTTP 206 with Content-Range '%.60s' for "
-                        "bytes %llu-%llu", r->zWhat, r->zContentRange,
-                        (unsigned long long)r->iOff,
-                        (unsigned long long)(r->iOff + r->nOut - 1));
+        int bParsed = parse_content_range(r->zContentRange, &a, &b, &t, &bTotal) == 0;
+        if (bParsed && a == r->iOff && b - a + 1 < r->nOut && bTotal && b + 1 == t) {
+          /* (1) S3 clips a range at the object's end */
+          ltx_error_set(&r->err, STORE_ERR_SHORT_READ,
+                        "%s: object is %llu bytes, shorter than the range %llu+%zu asked", r->zWhat,
+                        (unsigned long long)t, (unsigned long long)r->iOff, r->nOut);
           return ATTEMPT_FAIL;
         }
-        if (b - a + 1 < r->nOut) {
-          ltx_error_set(&r->err, STORE_ERR_SHORT_READ,
-                        "%s: object is %llu bytes, shorter than the range %llu+%zu asked",
-                        r->zWhat, (unsigned long long)(bTotal ? t : b + 1),
-                        (unsigned long long)r->iOff, r->nOut);
+        if (!bParsed || a != r->iOff || b - a + 1 != r->nOut) {
+          ltx_error_set(&r->err, STORE_ERR_HTTP,
+                        "%s: HTTP 206 with Content-Range '%.60s' for bytes %llu-%llu", r->zWhat,
+                        r->zContentRange, (unsigned long long)r->iOff,
+                        (unsigned long long)(r->iOff + r->nOut - 1));
           return ATTEMPT_FAIL;
         }
       } else if (r->iOff != 0) {
@@ -1277,8 +1292,8 @@ static int check_success(s3_store *p, s3_req *r) {
         if (parse_content_range(r->zContentRange, &a, &b, &t, &bTotal) != 0 || !bTotal ||
             b + 1 != t || b - a + 1 > r->nOut) {
           ltx_error_set(&r->err, STORE_ERR_HTTP,
-                        "%s: HTTP 206 with Content-Range '%.60s' for the last %zu bytes",
-                        r->zWhat, r->zContentRange, r->nOut);
+                        "%s: HTTP 206 with Content-Range '%.60s' for the last %zu bytes", r->zWhat,
+                        r->zContentRange, r->nOut);
           return ATTEMPT_FAIL;
         }
         r->nRead = (size_t)(b - a + 1);
@@ -1301,8 +1316,7 @@ static int check_success(s3_store *p, s3_req *r) {
       return ATTEMPT_OK;
     case REQ_HEAD:
       if (r->nContentLength < 0) {
-        ltx_error_set(&r->err, STORE_ERR_HTTP, "%s: HEAD answer without Content-Length",
-                      r->zWhat);
+        ltx_error_set(&r->err, STORE_ERR_HTTP, "%s: HEAD answer without Content-Length", r->zWhat);
         return ATTEMPT_FAIL;
       }
       r->nObject = (uint64_t)r->nContentLength;
@@ -1322,6 +1336,15 @@ static int attempt_outcome(s3_store *p, s3_req *r) {
                   r->zWhat, r->status);
     return ATTEMPT_FAIL;
   }
+  if (r->eCurl != CURLE_OK) {
+    char zDetail[CURL_ERROR_SIZE];
+    sanitize(r->zCurlErr[0] ? r->zCurlErr : curl_easy_strerror(r->eCurl), zDetail, sizeof(zDetail));
+    ltx_error_set(&r->err, STORE_ERR_NETWORK, "%s: %s %s: %s", r->zWhat,
+                  r->eCurl == CURLE_PARTIAL_FILE || r->eCurl == CURLE_RECV_ERROR ? "transfer from"
+                                                                                 : "cannot reach",
+                  p->cfg.zEndpoint, zDetail);
+    return curl_is_transient(r->eCurl) ? ATTEMPT_RETRY : ATTEMPT_FAIL;
+  }
   if (r->eKind == REQ_SUFFIX && r->status == 416) {
     /* S3 answers 416 to any range of an empty object */
     r->nRead = 0;
@@ -1330,20 +1353,9 @@ static int attempt_outcome(s3_store *p, s3_req *r) {
   }
   if (r->eKind == REQ_RANGE && r->status == 416) {
     ltx_error_set(&r->err, STORE_ERR_SHORT_READ,
-                  "%s: HTTP 416: the range %llu+%zu starts at or after the object's end",
-                  r->zWhat, (unsigned long long)r->iOff, r->nOut);
+                  "%s: HTTP 416: the range %llu+%zu starts at or after the object's end", r->zWhat,
+                  (unsigned long long)r->iOff, r->nOut);
     return ATTEMPT_FAIL;
-  }
-  if (r->eCurl != CURLE_OK) {
-    char zDetail[CURL_ERROR_SIZE];
-    sanitize(r->zCurlErr[0] ? r->zCurlErr : curl_easy_strerror(r->eCurl), zDetail,
-             sizeof(zDetail));
-    ltx_error_set(&r->err, STORE_ERR_NETWORK, "%s: %s %s: %s", r->zWhat,
-                  r->eCurl == CURLE_PARTIAL_FILE || r->eCurl == CURLE_RECV_ERROR
-                      ? "transfer from"
-                      : "cannot reach",
-                  p->cfg.zEndpoint, zDetail);
-    return curl_is_transient(r->eCurl) ? ATTEMPT_RETRY : ATTEMPT_FAIL;
   }
   if (!is_success(r->status)) return http_failure(p, r);
   return check_success(p, r);
@@ -1358,7 +1370,7 @@ static int run_requests(s3_store *p, s3_req *aReq, size_t nReq, ltx_error *err) 
   int64_t msStart = mono_ms(), msDeadline = msStart + p->cfg.msTimeout;
   size_t iNext = 0, nDone = 0;
   int nRunning = 0, nSlot = p->cfg.nConcurrency;
-  s3_req *pWait = NULL;  /* requests waiting for their retry time */
+  s3_req *pWait = NULL; /* requests waiting for their retry time */
   int rc;
 
   rc = session_get(p, &s, err);
@@ -1386,8 +1398,8 @@ static int run_requests(s3_store *p, s3_req *aReq, size_t nReq, ltx_error *err) 
         /* never started, or due for a retry after the deadline */
         if (r->nAttempt == 0) {
           ltx_error_set(&r->err, STORE_ERR_NETWORK,
-                        "%s: deadline of %ld ms reached before the request could start",
-                        r->zWhat, p->cfg.msTimeout);
+                        "%s: deadline of %ld ms reached before the request could start", r->zWhat,
+                        p->cfg.msTimeout);
         }
         r->rc = r->err.code;
         r->eState = REQ_DONE;
@@ -1533,9 +1545,7 @@ static int s3_list(store *st, const char *prefix, const char *after, store_objec
 
   for (;;) {
     const char *azPair[] = {
-        "list-type", "2",
-        "prefix", zPrefix,
-        "start-after", zToken ? NULL : zAfter,
+        "list-type",          "2",    "prefix", zPrefix, "start-after", zToken ? NULL : zAfter,
         "continuation-token", zToken,
     };
     free(zQuery);
@@ -1646,25 +1656,26 @@ static int s3_read_range(store *st, const char *key, uint64_t off, uint8_t *buf,
 static int s3_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err) {
   s3_store *p = s3_of(st);
   s3_req *aReq = NULL;
-  size_t *aMap = NULL, nReq = 0;
+  size_t *aMap = NULL, nReq = 0, iFirstBad = SIZE_MAX;
+  ltx_error errBad = {0, ""};
   int rc = LTX_OK;
 
-  for (size_t i = 0; i < n; i++) ranges[i].rc = LTX_OK;
   aReq = calloc(n ? n : 1, sizeof(*aReq));
   aMap = calloc(n ? n : 1, sizeof(*aMap));
   if (aReq == NULL || aMap == NULL) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory for %zu ranges", p->cfg.zDisplay,
-                       n);
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory for %zu ranges", p->cfg.zDisplay, n);
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
+    ranges[i].rc = LTX_OK;
     if (ranges[i].n == 0) continue;
-    rc = range_request(p, &aReq[nReq], ranges[i].key, ranges[i].off, ranges[i].buf, ranges[i].n,
-                       err);
-    if (rc != LTX_OK) {
-      ranges[i].rc = rc;
-      nReq++;
-      goto out;
+    /* a bad range (key, overflow) fails alone; the others still run */
+    ranges[i].rc = range_request(p, &aReq[nReq], ranges[i].key, ranges[i].off, ranges[i].buf,
+                                 ranges[i].n, iFirstBad == SIZE_MAX ? &errBad : NULL);
+    if (ranges[i].rc != LTX_OK) {
+      req_free(&aReq[nReq]);
+      if (iFirstBad == SIZE_MAX) iFirstBad = i;
+      continue;
     }
     aMap[nReq++] = i;
   }
@@ -1673,10 +1684,14 @@ static int s3_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *e
   /* every range has its own rc; the call reports the first failure */
   for (size_t k = 0; k < nReq; k++) {
     ranges[aMap[k]].rc = aReq[k].rc;
-    if (aReq[k].rc != LTX_OK && rc == LTX_OK) {
-      rc = aReq[k].rc;
-      if (err != NULL) *err = aReq[k].err;
+    if (aReq[k].rc != LTX_OK && aMap[k] < iFirstBad) {
+      iFirstBad = aMap[k];
+      errBad = aReq[k].err;
     }
+  }
+  if (iFirstBad != SIZE_MAX) {
+    rc = ranges[iFirstBad].rc;
+    if (err != NULL) *err = errBad;
   }
 out:
   for (size_t k = 0; aReq != NULL && k < nReq; k++) req_free(&aReq[k]);
@@ -1745,8 +1760,8 @@ out:
 }
 
 static int s3_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
-                  store_put_cond cond, const char *if_match_etag, char *etag_out,
-                  size_t etag_cap, ltx_error *err) {
+                  store_put_cond cond, const char *if_match_etag, char *etag_out, size_t etag_cap,
+                  ltx_error *err) {
   s3_store *p = s3_of(st);
   s3_req r;
   char zLine[STORE_ETAG_CAP + 128];
@@ -1788,9 +1803,10 @@ out:
 
 /* Builds one DeleteObjects body for keys[0..n). */
 static char *delete_body(s3_store *p, const char *const *keys, size_t n, size_t *pn) {
-  char *z = append_str(NULL, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                             "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-                             "<Quiet>true</Quiet>");
+  char *z = append_str(NULL,
+                       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                       "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                       "<Quiet>true</Quiet>");
   for (size_t i = 0; i < n && z != NULL; i++) {
     char *zFull = dup_printf("%s%s%s", p->cfg.zPath, p->cfg.zPath[0] ? "/" : "", keys[i]);
     size_t nEsc;
@@ -1880,10 +1896,9 @@ static int s3_del(store *st, const char *const *keys, size_t n, ltx_error *err) 
       sanitize(d.key, zKey, sizeof(zKey));
       sanitize(d.code, zCode, sizeof(zCode));
       sanitize(d.message, zMsg, sizeof(zMsg));
-      rc = ltx_error_set(err,
-                         strcmp(zCode, "AccessDenied") == 0 ? STORE_ERR_AUTH : STORE_ERR_HTTP,
-                         "s3://%s/%s: delete failed: %s (%s)%s", p->cfg.zBucket, zKey, zCode,
-                         zMsg, d.n_errors > 1 ? " and more keys failed" : "");
+      rc = ltx_error_set(err, strcmp(zCode, "AccessDenied") == 0 ? STORE_ERR_AUTH : STORE_ERR_HTTP,
+                         "s3://%s/%s: delete failed: %s (%s)%s", p->cfg.zBucket, zKey, zCode, zMsg,
+                         d.n_errors > 1 ? " and more keys failed" : "");
       s3_xml_delete_free(&d);
       goto out;
     }
@@ -1892,8 +1907,7 @@ static int s3_del(store *st, const char *const *keys, size_t n, ltx_error *err) 
   goto out;
 
 nomem:
-  rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory deleting %zu keys", p->cfg.zDisplay,
-                     n);
+  rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory deleting %zu keys", p->cfg.zDisplay, n);
 out:
   for (size_t b = 0; aReq != NULL && b < nBatch; b++) req_free(&aReq[b]);
   for (size_t b = 0; azBody != NULL && b < nBatch; b++) free(azBody[b]);
@@ -1962,8 +1976,7 @@ int store_s3_open(const char *url, store **out, ltx_error *err) {
   if (zKey == NULL || *zKey == '\0') zKey = getenv("AWS_ACCESS_KEY_ID");
   if (zSecret == NULL || *zSecret == '\0') zSecret = getenv("AWS_SECRET_ACCESS_KEY");
   if ((zKey != NULL && *zKey != '\0') != (zSecret != NULL && *zSecret != '\0')) {
-    rc = ltx_error_set(err, STORE_ERR_AUTH,
-                       "%s: %s is set but %s is not", p->cfg.zDisplay,
+    rc = ltx_error_set(err, STORE_ERR_AUTH, "%s: %s is set but %s is not", p->cfg.zDisplay,
                        zKey && *zKey ? "an access key id" : "a secret access key",
                        zKey && *zKey ? "AWS_SECRET_ACCESS_KEY (or LITESTREAM_SECRET_ACCESS_KEY)"
                                      : "AWS_ACCESS_KEY_ID (or LITESTREAM_ACCESS_KEY_ID)");

@@ -36,12 +36,12 @@ typedef int (*xml_close_fn)(void *pCtx, xml_scan *p, ltx_error *err);
 struct xml_scan {
   const char *z;
   size_t n, i;
-  const char *zRoot;                              /* expected root name */
+  const char *zRoot; /* expected root name */
   char aName[S3_XML_MAX_DEPTH][S3_XML_MAX_NAME + 1];
-  int aChild[S3_XML_MAX_DEPTH];                   /* element has children */
+  int aChild[S3_XML_MAX_DEPTH]; /* element has children */
   int nDepth;
   int bRootDone;
-  char *zText;                                    /* text of the innermost */
+  char *zText; /* text of the innermost */
   size_t nText, nTextAlloc;
   xml_close_fn xClose;
   void *pCtx;
@@ -176,10 +176,14 @@ static int read_entity(xml_scan *p, ltx_error *err) {
     for (; k < iStart + nRef; k++, nDigit++) {
       char d = p->z[k];
       uint32_t v;
-      if (d >= '0' && d <= '9') v = (uint32_t)(d - '0');
-      else if (bHex && d >= 'a' && d <= 'f') v = (uint32_t)(d - 'a' + 10);
-      else if (bHex && d >= 'A' && d <= 'F') v = (uint32_t)(d - 'A' + 10);
-      else return syntax_error(p, err, "bad character reference");
+      if (d >= '0' && d <= '9')
+        v = (uint32_t)(d - '0');
+      else if (bHex && d >= 'a' && d <= 'f')
+        v = (uint32_t)(d - 'a' + 10);
+      else if (bHex && d >= 'A' && d <= 'F')
+        v = (uint32_t)(d - 'A' + 10);
+      else
+        return syntax_error(p, err, "bad character reference");
       c = c * (bHex ? 16u : 10u) + v;
       if (c > 0x10FFFF) return syntax_error(p, err, "character reference out of range");
     }
@@ -244,7 +248,8 @@ static int open_tag(xml_scan *p, ltx_error *err) {
     }
     q = p->z[p->i++];
     while (p->i < p->n && p->z[p->i] != q) {
-      if (p->z[p->i] == '<' || p->z[p->i] == '\0') return syntax_error(p, err, "bad attribute value");
+      if (p->z[p->i] == '<' || p->z[p->i] == '\0')
+        return syntax_error(p, err, "bad attribute value");
       p->i++;
     }
     if (p->i >= p->n) return syntax_error(p, err, "unterminated attribute value");
@@ -373,7 +378,7 @@ static int parse_u64(const char *z, uint64_t *out) {
 typedef struct list_ctx {
   s3_xml_list *pOut;
   size_t nAlloc;
-  char *zKey;          /* fields of the <Contents> being read */
+  char *zKey; /* fields of the <Contents> being read */
   uint64_t size;
   int bSize;
   int64_t mtime_ms;
@@ -386,8 +391,7 @@ static int list_close(void *pCtx, xml_scan *p, ltx_error *err) {
   if (path_is(p, 3, "Contents", "Key")) return dup_text(p, &c->zKey, "Key", err);
   if (path_is(p, 3, "Contents", "Size")) {
     if (c->bSize || parse_u64(p->zText, &c->size) != 0) {
-      return ltx_error_set(err, STORE_ERR_HTTP, "malformed S3 XML: bad <Size> '%.40s'",
-                           p->zText);
+      return ltx_error_set(err, STORE_ERR_HTTP, "malformed S3 XML: bad <Size> '%.40s'", p->zText);
     }
     c->bSize = 1;
     return LTX_OK;
@@ -454,7 +458,7 @@ void s3_xml_list_free(s3_xml_list *l) {
 
 typedef struct delete_ctx {
   s3_xml_delete *pOut;
-  char *zKey, *zCode, *zMessage;  /* of the <Error> being read */
+  char *zKey, *zCode, *zMessage; /* of the <Error> being read */
 } delete_ctx;
 
 static int delete_close(void *pCtx, xml_scan *p, ltx_error *err) {
@@ -591,16 +595,34 @@ size_t s3_xml_escape(const char *z, char *buf, size_t cap) {
     const char *zRep = NULL;
     char one[2] = {*z, '\0'};
     switch (*z) {
-      case '&': zRep = "&amp;"; break;
-      case '<': zRep = "&lt;"; break;
-      case '>': zRep = "&gt;"; break;
-      case '"': zRep = "&quot;"; break;
-      case '\'': zRep = "&apos;"; break;
+      case '&':
+        zRep = "&amp;";
+        break;
+      case '<':
+        zRep = "&lt;";
+        break;
+      case '>':
+        zRep = "&gt;";
+        break;
+      case '"':
+        zRep = "&quot;";
+        break;
+      case '\'':
+        zRep = "&apos;";
+        break;
       /* A parser normalises raw CR and tabs in text; references survive. */
-      case '\r': zRep = "&#13;"; break;
-      case '\n': zRep = "&#10;"; break;
-      case '\t': zRep = "&#9;"; break;
-      default: zRep = one; break;
+      case '\r':
+        zRep = "&#13;";
+        break;
+      case '\n':
+        zRep = "&#10;";
+        break;
+      case '\t':
+        zRep = "&#9;";
+        break;
+      default:
+        zRep = one;
+        break;
     }
     for (; *zRep; zRep++, n++) {
       if (n + 1 < cap) buf[n] = *zRep;

@@ -36,23 +36,23 @@
 
 /* One <Contents> entry of a ListObjectsV2 result. */
 typedef struct s3_xml_object {
-  char *key;          /* decoded key, as stored in the bucket */
+  char *key; /* decoded key, as stored in the bucket */
   uint64_t size;
-  int64_t mtime_ms;   /* from LastModified; -1 when absent or unparseable */
+  int64_t mtime_ms; /* from LastModified; -1 when absent or unparseable */
 } s3_xml_object;
 
 /* One page of a ListObjectsV2 result. */
 typedef struct s3_xml_list {
   s3_xml_object *items;
   size_t n;
-  int truncated;           /* IsTruncated was "true" */
-  char *next_token;        /* NextContinuationToken, NULL when absent */
+  int truncated;    /* IsTruncated was "true" */
+  char *next_token; /* NextContinuationToken, NULL when absent */
 } s3_xml_list;
 
 /* The first <Error> of a DeleteObjects result, plus how many there were. */
 typedef struct s3_xml_delete {
   size_t n_errors;
-  char *key;               /* of the first error, NULL when none */
+  char *key; /* of the first error, NULL when none */
   char *code;
   char *message;
 } s3_xml_delete;

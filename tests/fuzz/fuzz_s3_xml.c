@@ -59,7 +59,8 @@ static void check_round_trip(const s3_xml_list *l) {
   ltx_error err;
 
   append(&z, &n, "<ListBucketResult>", 18);
-  append(&z, &n, l->truncated ? "<IsTruncated>true</IsTruncated>" : "<IsTruncated>false</IsTruncated>",
+  append(&z, &n,
+         l->truncated ? "<IsTruncated>true</IsTruncated>" : "<IsTruncated>false</IsTruncated>",
          l->truncated ? 31 : 32);
   if (l->next_token != NULL) {
     append(&z, &n, "<NextContinuationToken>", 23);

@@ -33,7 +33,10 @@
 // an S3 bucket name, so it never collides with a forwarded request):
 //   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500]
 //   GET /__fault/clear      back to pass-through, counters kept
-//   GET /__fault/stats      {"requests":N,"injected":N,"mode":"...","left":N}
+//   GET /__fault/stats      {"requests":N,"injected":N,"connections":N,"mode":"...",...}
+//                           (connections: client connections that carried S3
+//                           requests since the last reset, so a test can see
+//                           keep-alive reuse)
 //   GET /__fault/reset-stats
 // All answer with the stats JSON.
 //
@@ -59,7 +62,7 @@ const parentPid = Number(opt('--parent-pid', 0));
 
 const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate']);
 let fault = { mode: 'none', left: 0, ms: 0, code: 500, method: '', match: '' };
-const stats = { requests: 0, injected: 0, lastProxyUrl: '', lastConnect: '' };
+const stats = { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' };
 
 function setFault(p) {
   const mode = p.mode || 'none';
@@ -77,6 +80,7 @@ if (process.env.FAULT_MODE) {
   setFault({ mode: process.env.FAULT_MODE, n: process.env.FAULT_N, ms: process.env.FAULT_MS,
     code: process.env.FAULT_CODE, method: process.env.FAULT_METHOD, match: process.env.FAULT_MATCH });
 }
+let epoch = 0; // a connection counts once per reset-stats
 const statsJson = () => JSON.stringify({ ...stats, mode: fault.mode, left: fault.left });
 
 // Does the current fault apply to this request? Consumes one of n when it does.
@@ -157,7 +161,10 @@ const server = http.createServer((req, res) => {
     try {
       if (cmd === 'set') setFault(Object.fromEntries(u.searchParams));
       else if (cmd === 'clear') setFault({ mode: 'none' });
-      else if (cmd === 'reset-stats') Object.assign(stats, { requests: 0, injected: 0, lastProxyUrl: '', lastConnect: '' });
+      else if (cmd === 'reset-stats') {
+        epoch++;
+        Object.assign(stats, { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' });
+      }
       else if (cmd !== 'stats') throw new Error(`unknown control '${cmd}'`);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(statsJson());
@@ -168,6 +175,10 @@ const server = http.createServer((req, res) => {
     return;
   }
   stats.requests++;
+  if (req.socket.faultproxyEpoch !== epoch) {
+    req.socket.faultproxyEpoch = epoch;
+    stats.connections++;
+  }
   const f = takeFault(req);
   if (f && (f.mode === '503' || f.mode === '429' || f.mode === 'status')) {
     consume();

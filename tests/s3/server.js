@@ -14,9 +14,12 @@
 //
 // usage: node --openssl-legacy-provider tests/s3/server.js
 //          [--port N|0] [--dir DIR] [--bucket NAME]... [--parent-pid PID]
+//          [--tls-cert FILE --tls-key FILE]
 //   --port 0 picks a free port. Once listening it prints exactly one line,
 //     "s3server listening on http://127.0.0.1:PORT dir=DIR buckets=a,b",
 //     which launchers parse for the port.
+//   --tls-cert/--tls-key: serve HTTPS with that certificate (PEM) instead;
+//     the line then says https://.
 //   --parent-pid PID: exit when that process is gone, so a crashed test never
 //     leaves a server behind.
 //   --openssl-legacy-provider is needed on Node >= 17: s3rver makes
@@ -56,6 +59,8 @@ const buckets = args.flatMap((a, i) => (a === '--bucket' ? [args[i + 1]] : []));
 const port = Number(opt('--port', process.env.PORT || 0));
 const dir = opt('--dir', process.env.DIR || '/tmp/s3data');
 const parentPid = Number(opt('--parent-pid', 0));
+const tlsCert = opt('--tls-cert', '');
+const tlsKey = opt('--tls-key', '');
 fs.mkdirSync(dir, { recursive: true });
 
 // Per-key serialisation of PUTs, so a condition check and the write are one
@@ -114,9 +119,11 @@ objectCtrl.getObject = async (ctx) => {
 const server = new S3rver({
   port, address: '127.0.0.1', directory: dir, silent: !process.env.S3_VERBOSE, vhostBuckets: false,
   configureBuckets: buckets.map((name) => ({ name, configs: [] })),
+  ...(tlsCert ? { cert: fs.readFileSync(tlsCert), key: fs.readFileSync(tlsKey) } : {}),
 });
 server.run().then((addr) => {
-  console.log(`s3server listening on http://127.0.0.1:${addr.port} dir=${dir} buckets=${buckets.join(',') || '-'}`);
+  const scheme = tlsCert ? 'https' : 'http';
+  console.log(`s3server listening on ${scheme}://127.0.0.1:${addr.port} dir=${dir} buckets=${buckets.join(',') || '-'}`);
 }).catch((e) => { console.error(e); process.exit(1); });
 
 const quit = () => process.exit(0);

@@ -7,14 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./bootstrap.sh
 
-# The real Litestream VFS (the peer producer/consumer of LTX files) from npm.
-GO_VFS_VERSION=0.5.17
-if ! grep -qs "\"version\": \"$GO_VFS_VERSION\"" \
-     .npm-deps/node_modules/litestream-vfs-linux-amd64/package.json; then
-  echo "check: npm install litestream-vfs-linux-amd64@$GO_VFS_VERSION"
-  command -v npm >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y -qq npm >/dev/null; }
-  npm install --silent --no-audit --no-fund --prefix .npm-deps \
-    "litestream-vfs-linux-amd64@$GO_VFS_VERSION" >/dev/null
+# From npm: the real Litestream VFS (the peer producer/consumer of LTX files)
+# and the S3 server the S3 suites run against on loopback (tests/s3/).
+NPM_PACKAGES=(litestream-vfs-linux-amd64@0.5.17 @20minutes/s3rver@5.0.0)
+npm_missing=()
+for spec in "${NPM_PACKAGES[@]}"; do
+  name=${spec%@*} version=${spec##*@}
+  grep -qs "\"version\": \"$version\"" ".npm-deps/node_modules/$name/package.json" ||
+    npm_missing+=("$spec")
+done
+if [ ${#npm_missing[@]} -gt 0 ]; then
+  echo "check: npm install ${npm_missing[*]}"
+  if ! command -v npm >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || { echo "check: npm missing: sudo apt-get install -y npm" >&2; exit 1; }
+    apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  npm install --silent --no-audit --no-fund --prefix .npm-deps "${NPM_PACKAGES[@]}" >/dev/null
 fi
 
 status=0

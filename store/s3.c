@@ -75,14 +75,21 @@
 ** retries are STORE_ERR_NETWORK and name the endpoint. Every message names
 ** the object as s3://BUCKET/PATH/KEY and the HTTP status with S3's code.
 **
+** TLS: the peer is verified unless skip-verify; AWS_CA_BUNDLE, when set,
+** is the CA file (CURLOPT_CAINFO). A verification failure is
+** STORE_ERR_NETWORK at once (retrying cannot fix it). libcurl's usual proxy
+** variables (https_proxy, no_proxy, ...) apply.
+**
 ** Threads: a store is safe to use from many threads at once. Each call
 ** takes a session (a curl multi handle, its easy handles and the warm
-** connections in its cache) from the store's pool, or makes one, and puts it
-** back afterwards; one thread therefore reuses the same connections call
-** after call. DNS and TLS sessions are shared by all sessions through a
-** CURLSH with mutexes; connections are not, because libcurl does not
-** support one connection cache used by concurrent threads.
-** curl_global_init runs once per process (pthread_once) and is never undone.
+** connections in its cache, at most `concurrency` of them) from the store's
+** pool, or makes one, and puts it back afterwards; one thread therefore
+** reuses the same connections call after call, and N threads calling at
+** once hold N sessions. DNS and TLS sessions are shared by all sessions
+** through a CURLSH with mutexes; connections are not, because libcurl does
+** not support one connection cache used by concurrent threads.
+** curl_global_init runs once per process (pthread_once) and is never undone;
+** CURLOPT_NOSIGNAL keeps libcurl away from signals (no alarm() timeouts).
 **
 ** Not done: IMDS/SSO/profile credentials, multipart upload (LTX files are
 ** small enough for one PUT of up to 5 GiB), HTTP/2, Retry-After.
@@ -1246,10 +1253,9 @@ static int http_failure(s3_store *p, s3_req *r) {
 }
 
 /* Checks a 2xx response against what the request asked. */
-static int check_success(s3_store *p, s3_req *r) {
+static int check_success(s3_req *r) {
   uint64_t a = 0, b = 0, t = 0;
   int bTotal = 0;
-  (void)p;
 
   switch (r->eKind) {
     case REQ_RANGE:
@@ -1358,7 +1364,7 @@ static int attempt_outcome(s3_store *p, s3_req *r) {
     return ATTEMPT_FAIL;
   }
   if (!is_success(r->status)) return http_failure(p, r);
-  return check_success(p, r);
+  return check_success(r);
 }
 
 /* Runs the requests aReq[0..nReq) on one session, at most `concurrency` at

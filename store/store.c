@@ -11,7 +11,7 @@
 **                          Litestream itself accepts)
 **   "file:/abs/dir"        RFC 8089's short form
 **   "/abs/dir", "rel/dir"  a plain path: no scheme, taken literally
-**   "s3://bucket/path?..." the S3 backend (not built yet: STORE_ERR_URL)
+**   "s3://bucket/path?..." the S3 backend (store/s3.c)
 **
 ** In file URLs %XX escapes are decoded ("my%20dir" is "my dir"); a plain path
 ** is never decoded. A file URL with a query or fragment is refused rather
@@ -124,12 +124,9 @@ out:
   return rc;
 }
 
-/* The S3 backend comes with its own issue; until then say so plainly. */
 static int open_s3_url(const char *url, const char *rest, store **out, ltx_error *err) {
   (void)rest;
-  (void)out;
-  return ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': s3:// backend not built yet",
-                       url);
+  return store_s3_open(url, out, err);
 }
 
 /* Length of a URL scheme at the start of z followed by "://", else 0.

@@ -201,7 +201,7 @@ static const struct {
   const char *zWant;
 } aBadUrl[] = {
     {"", "empty replica URL"},
-    {"s3://bucket/db", "s3:// backend not built yet"},
+    {"s3:///db", "no bucket name"},
     {"gs://bucket/db", "unsupported scheme 'gs'"},
     {"file://", "empty path"},
     {"file:///tmp/x?sync=1", "query string"},

@@ -20,34 +20,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-pass=0
-fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-notok() { echo "not ok - $*"; fail=$((fail + 1)); }
-diag() { sed 's/^/#   /'; }
-finish() {
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ] || exit 1
-  exit 0
-}
-# check NAME GOT WANT
-check() {
-  if [ "$2" == "$3" ]; then
-    ok "$1"
-  else
-    notok "$1"
-    printf 'got:  %s\nwant: %s\n' "$2" "$3" | cut -c1-400 | diag
-  fi
-}
-# check_contains NAME HAYSTACK NEEDLE
-check_contains() {
-  if [[ "$2" == *"$3"* ]]; then
-    ok "$1"
-  else
-    notok "$1"
-    printf 'expected to contain: %s\ngot: %s\n' "$3" "$2" | cut -c1-400 | diag
-  fi
-}
+. "$srcdir/tests/lib_fixtures.sh"
 
 if ! command -v "$SQLITE3" >/dev/null 2>&1; then
   echo "# sqlite3 shell not found: skipping"
@@ -58,88 +31,11 @@ if [ ! -x "$LTVFS" ]; then
   finish
 fi
 
-# sqlite3 rows joined with " ; " (the convention of expected.tsv).
-join_rows() { awk 'NR > 1 { printf " ; " } { printf "%s", $0 } END { print "" }'; }
-
-# sha256 of the database file with page-1 bytes 24..27 and 92..95 zeroed.
-img_sha256() {
-  python3 - "$1" <<'EOF'
-import hashlib, sys
-b = bytearray(open(sys.argv[1], 'rb').read())
-b[24:28] = bytes(4)
-b[92:96] = bytes(4)
-print(hashlib.sha256(b).hexdigest())
-EOF
-}
-
-declare -A SQL
-while IFS=$'\t' read -r name sql; do
-  [ "$name" == check ] && continue
-  SQL[$name]=$sql
-done <"$FIXDIR/queries.tsv"
-
-# run_check DB CHECK: prints the result in expected.tsv's form.
-run_check() {
-  local db=$1 c=$2
-  case $c in
-  dump_sha256) "$SQLITE3" "$db" .dump </dev/null 2>&1 | sha256sum | cut -d' ' -f1 ;;
-  img_sha256) img_sha256 "$db" ;;
-  *) "$SQLITE3" -batch "$db" "${SQL[$c]}" </dev/null 2>&1 | join_rows ;;
-  esac
-}
-
-# restore_ok NAME OUT URL [ARGS...]: restores, records ok/not ok; returns 1 on failure.
-restore_ok() {
-  local name=$1 out=$2 url=$3
-  shift 3
-  rm -f "$out"
-  local rc=0
-  "$LTVFS" restore "$url" -o "$out" "$@" >"$WORK/restore.out" 2>"$WORK/restore.err" || rc=$?
-  if [ $rc -eq 0 ] && [ -f "$out" ]; then
-    ok "$name"
-    return 0
-  fi
-  notok "$name (exit $rc)"
-  cat "$WORK/restore.out" "$WORK/restore.err" | head -20 | diag
-  return 1
-}
-
-# verify_against DB LABEL DBNAME TXID: every `restore` row of expected.tsv for
-# (DBNAME, TXID) checked on DB.
-verify_against() {
-  local out=$1 label=$2 dbname=$3 txid=$4 c want got
-  # The image first, before anything else opens the file.
-  while IFS=$'\t' read -r c want; do
-    got=$(run_check "$out" "$c")
-    check "$label $c" "$got" "$want"
-  done < <(awk -F'\t' -v d="$dbname" -v t="$txid" \
-    '$1 == d && $2 == t && $3 == "restore" { print ($4 == "img_sha256" ? 0 : 1) "\t" $4 "\t" $5 }' \
-    "$FIXDIR/expected.tsv" | sort -s -t$'\t' -k1,1 | cut -f2-)
-  # The file is exactly page_count pages of the SQLite page size.
-  local size pc ps
-  size=$(stat -c %s "$out")
-  pc=$("$SQLITE3" -batch "$out" 'PRAGMA page_count;' 2>&1)
-  ps=$("$SQLITE3" -batch "$out" 'PRAGMA page_size;' 2>&1)
-  check "$label file size = page_count * page_size" "$size" "$((pc * ps))"
-}
+fixtures_load_queries
 
 # ---- every database at every TXID of expected.tsv, then at latest ----
-DBS=$(awk -F'\t' 'NR > 1 && $3 == "restore" { print $1 }' "$FIXDIR/expected.tsv" | awk '!seen[$0]++')
-for db in $DBS; do
-  txids=$(awk -F'\t' -v d="$db" '$1 == d && $3 == "restore" { print $2 }' "$FIXDIR/expected.tsv" | sort -u)
-  last=
-  for txid in $txids; do
-    out=$WORK/$db-$txid.db
-    if restore_ok "restore $db --txid $txid" "$out" "file://$FIXDIR/$db" --txid "$txid"; then
-      verify_against "$out" "$db@$txid" "$db" "$txid"
-    fi
-    last=$txid
-  done
-  out=$WORK/$db-latest.db
-  if restore_ok "restore $db (latest)" "$out" "file://$FIXDIR/$db"; then
-    verify_against "$out" "$db@latest(=$last)" "$db" "$last"
-  fi
-done
+fixture_url() { echo "file://$FIXDIR/$1"; }
+restore_all_fixtures fixture_url
 
 # ---- shrink: a 157-page snapshot, then an incremental shrink to 80 pages
 # holding only pages {1,2,3,79,80} ----

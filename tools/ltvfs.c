@@ -345,6 +345,7 @@ static int cmd_restore(int argc, char **argv) {
   rc = store_list_all(st, &all, &err);
   if (rc) goto out;
   rc = store_plan_build(all.files, all.n, txid, at_ms, &plan, &err);
+  if (rc == STORE_ERR_EMPTY) ltx_error_prefix(&err, "%s", argv[optind]);
   if (rc) goto out;
   rc = cache_restore(st, &plan, out_path, progress_draw, &bar, &err);
   if (rc) goto out;

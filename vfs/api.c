@@ -28,6 +28,7 @@ int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
   rc = store_list_all(st, &all, &err);
   if (rc) goto out;
   rc = store_plan_build(all.files, all.n, txid, -1, &plan, &err);
+  if (rc == STORE_ERR_EMPTY) ltx_error_prefix(&err, "%s", url);
   if (rc) goto out;
   rc = cache_restore(st, &plan, out_path, NULL, NULL, &err);
   if (rc) goto out;

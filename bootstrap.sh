@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config
-              libsqlite3-dev sqlite3 libcurl4-openssl-dev libssl-dev liblz4-dev uthash-dev check)
+              libsqlite3-dev sqlite3 libcurl4-openssl-dev libssl-dev openssl liblz4-dev uthash-dev check)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -34,24 +34,8 @@ rm -rf "$WORK"
 mkdir -p "$WORK/go"
 WORK=$(cd "$WORK" && pwd)
 
-pass=0
-fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-notok() { echo "not ok - $*"; fail=$((fail + 1)); }
-diag() { sed 's/^/#   /'; }
-finish() {
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ] || exit 1
-  exit 0
-}
-check() {
-  if [ "$2" == "$3" ]; then
-    ok "$1"
-  else
-    notok "$1"
-    printf 'got:  %s\nwant: %s\n' "$2" "$3" | cut -c1-400 | diag
-  fi
-}
+# ok/notok/diag/finish/check: the reporting the fixture tests use too.
+. "$srcdir/tests/lib_fixtures.sh"
 # run NAME CMD...: ok when CMD exits 0 (output in $WORK/run.out).
 run() {
   local name=$1 rc=0

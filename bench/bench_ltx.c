@@ -253,27 +253,7 @@ static unsigned char *build_sqlite_db(unsigned size_mb, unsigned page_size, sqli
 
 /* ---- 2. encode an LTX snapshot into memory ---- */
 
-typedef struct membuf {
-  uint8_t *p;
-  size_t n, cap;
-} membuf;
-
-static int membuf_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
-  membuf *m = ctx;
-  if (m->n + n > m->cap) {
-    size_t cap = m->cap ? m->cap : 1 << 20;
-    while (cap < m->n + n) cap *= 2;
-    uint8_t *p = realloc(m->p, cap);
-    if (!p) return ltx_error_set(err, LTX_ERR_NOMEM, "bench buffer of %zu bytes", cap);
-    m->p = p;
-    m->cap = cap;
-  }
-  memcpy(m->p + m->n, buf, n);
-  m->n += n;
-  return LTX_OK;
-}
-
-static void encode_snapshot(const uint8_t *img, size_t size, uint32_t page_size, membuf *out) {
+static void encode_snapshot(const uint8_t *img, size_t size, uint32_t page_size, ltx_membuf *out) {
   ltx_error err;
   ltx_encoder *e = NULL;
   ltx_header h;
@@ -284,7 +264,7 @@ static void encode_snapshot(const uint8_t *img, size_t size, uint32_t page_size,
   h.min_txid = 1;
   h.max_txid = 1;
   h.timestamp_ms = 1700000000000;
-  if (ltx_encoder_open(&e, &h, membuf_write, out, &err)) die("ltx_encoder_open", &err);
+  if (ltx_encoder_open(&e, &h, ltx_membuf_write, out, &err)) die("ltx_encoder_open", &err);
   for (uint32_t pgno = 1; pgno <= h.commit; pgno++) {
     if (pgno == ltx_lock_pgno(page_size)) continue;
     if (ltx_encoder_put(e, pgno, img + (size_t)(pgno - 1) * page_size, &err))
@@ -554,14 +534,14 @@ int main(int argc, char **argv) {
   sqlite3_int64 img_size;
   double t0 = now_sec();
   unsigned char *img = build_sqlite_db(size_mb, page_size, &img_size);
-  membuf ltx = {0};
+  ltx_membuf ltx = {0};
   double t1 = now_sec();
   encode_snapshot(img, (size_t)img_size, page_size, &ltx);
   double t2 = now_sec();
   printf("built a %.1f MB SQLite database in %.1f s, encoded it as LTX in %.2f s (%.0f MB/s)\n",
          (double)img_size / 1e6, t1 - t0, t2 - t1, (double)img_size / 1e6 / (t2 - t1));
   dataset app = {.name = "SQLite app database (users, messages, 2 indexes)"};
-  dataset_add(&app, ltx.p, ltx.n);
+  dataset_add(&app, ltx.buf, ltx.len);
   double ratio = run_dataset(&app, runs, img);
   sqlite3_free(img);
   dataset_free(&app);

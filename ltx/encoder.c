@@ -301,3 +301,25 @@ void ltx_encoder_free(ltx_encoder *e) {
     free(e);
   }
 }
+
+int ltx_membuf_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
+  ltx_membuf *mb = ctx;
+  if (n > SIZE_MAX - mb->len) /* Catch size_t overflow */
+    return ltx_error_set(err, LTX_ERR_NOMEM, "memory buffer would exceed SIZE_MAX");
+  if (mb->len + n > mb->cap) {
+    size_t cap = mb->cap ? mb->cap : 1 << 20;
+    while (cap < mb->len + n) cap = cap > SIZE_MAX / 2 ? mb->len + n : cap * 2;
+    uint8_t *grown = realloc(mb->buf, cap);
+    if (!grown) return ltx_error_set(err, LTX_ERR_NOMEM, "memory buffer of %zu bytes", cap);
+    mb->buf = grown;
+    mb->cap = cap;
+  }
+  memcpy(mb->buf + mb->len, buf, n);
+  mb->len += n;
+  return LTX_OK;
+}
+
+void ltx_membuf_free(ltx_membuf *mb) {
+  free(mb->buf);
+  *mb = (ltx_membuf){0};
+}

@@ -242,6 +242,17 @@ int ltx_encoder_close(ltx_encoder *e, uint64_t post_apply_checksum, ltx_error *e
 uint64_t ltx_encoder_size(const ltx_encoder *e);
 void ltx_encoder_free(ltx_encoder *e);
 
+/* A growable memory buffer that is an ltx_write_fn sink, for encoding a
+** file into memory: ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err).
+** Start from {0}; release with ltx_membuf_free. */
+typedef struct ltx_membuf {
+  uint8_t *buf;
+  size_t len;
+  size_t cap;
+} ltx_membuf;
+int ltx_membuf_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err);
+void ltx_membuf_free(ltx_membuf *mb);
+
 /* ---- compactor ---- */
 
 /* Random access to one input file: read n bytes at off into buf. */

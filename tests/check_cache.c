@@ -24,24 +24,6 @@ static void fill_page(uint8_t *page, uint32_t pgno, uint64_t txid) {
   for (uint32_t i = 0; i < PS; i++) page[i] = (uint8_t)(pgno * 31 + txid * 7 + i / 64);
 }
 
-typedef struct sink {
-  uint8_t *buf;
-  size_t len, cap;
-} sink;
-
-static int sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
-  sink *s = ctx;
-  (void)err;
-  if (s->len + n > s->cap) {
-    s->cap = (s->len + n) * 2;
-    s->buf = realloc(s->buf, s->cap);
-    ck_assert_ptr_nonnull(s->buf);
-  }
-  memcpy(s->buf + s->len, buf, n);
-  s->len += n;
-  return LTX_OK;
-}
-
 /* Writes [min, max] at level 0 holding pages pgnos (ascending), commit pages;
 ** with checksummed=1 the file carries database checksums computed from
 ** image (the whole database after this file, commit pages). */
@@ -53,10 +35,10 @@ static void put_file(uint64_t min, uint64_t max, uint32_t commit, const uint32_t
                   .pre_apply_checksum = checksummed && min != 1 ? pre : 0};
   ltx_encoder *enc = NULL;
   ltx_error err = {0};
-  sink s = {0};
+  ltx_membuf s = {0};
   uint8_t page[PS];
   char key[128];
-  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, ltx_membuf_write, &s, &err), LTX_OK);
   for (size_t i = 0; i < n; i++) {
     fill_page(page, pgnos[i], max);
     ck_assert_msg(ltx_encoder_put(enc, pgnos[i], page, &err) == LTX_OK, "%s", err.msg);
@@ -67,7 +49,7 @@ static void put_file(uint64_t min, uint64_t max, uint32_t commit, const uint32_t
   store_ltx_key(g_st, 0, min, max, key, sizeof key);
   ck_assert_msg(store_put(g_st, key, s.buf, s.len, h.timestamp_ms, STORE_PUT_ALWAYS, NULL,
                           NULL, 0, &err) == LTX_OK, "%s", err.msg);
-  free(s.buf);
+  ltx_membuf_free(&s);
 }
 
 static void setup(void) {
@@ -232,17 +214,17 @@ START_TEST(test_page_size_change_is_rejected) {
   ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = 1024, .commit = 1,
                   .min_txid = 2, .max_txid = 2, .timestamp_ms = 1};
   ltx_encoder *enc = NULL;
-  sink s = {0};
+  ltx_membuf s = {0};
   uint8_t page[1024] = {1};
   put_file(1, 1, 10, all10, 10, 0, 0, NULL);
-  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, ltx_membuf_write, &s, &err), LTX_OK);
   ck_assert_int_eq(ltx_encoder_put(enc, 1, page, &err), LTX_OK);
   ck_assert_int_eq(ltx_encoder_close(enc, 0, &err), LTX_OK);
   ltx_encoder_free(enc);
   store_ltx_key(g_st, 0, 2, 2, key, sizeof key);
   ck_assert_int_eq(store_put(g_st, key, s.buf, s.len, 1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err),
                    LTX_OK);
-  free(s.buf);
+  ltx_membuf_free(&s);
   snprintf(out, sizeof out, "%s/out.db", g_dir);
   ck_assert_int_eq(restore_to(out, 0, &err), CACHE_ERR_PAGE_SIZE);
   ck_assert_ptr_nonnull(strstr(err.msg, "page size"));
@@ -306,7 +288,7 @@ START_TEST(test_file_larger_than_a_chunk_reassembles_exactly) {
   ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = PS, .commit = N,
                   .min_txid = 1, .max_txid = 1, .timestamp_ms = 1};
   ltx_encoder *enc = NULL;
-  sink s = {0};
+  ltx_membuf s = {0};
   uint8_t *pages = malloc((size_t)N * PS), *img = malloc((size_t)N * PS);
   uint32_t seed = 12345;
   ck_assert_ptr_nonnull(pages);
@@ -315,7 +297,7 @@ START_TEST(test_file_larger_than_a_chunk_reassembles_exactly) {
     seed = seed * 1103515245u + 12345u;
     pages[i] = (uint8_t)(seed >> 16);
   }
-  ck_assert_int_eq(ltx_encoder_open(&enc, &h, sink_write, &s, &err), LTX_OK);
+  ck_assert_int_eq(ltx_encoder_open(&enc, &h, ltx_membuf_write, &s, &err), LTX_OK);
   for (uint32_t p = 1; p <= N; p++)
     ck_assert_int_eq(ltx_encoder_put(enc, p, pages + (size_t)(p - 1) * PS, &err), LTX_OK);
   ck_assert_int_eq(ltx_encoder_close(enc, 0, &err), LTX_OK);
@@ -343,7 +325,7 @@ START_TEST(test_file_larger_than_a_chunk_reassembles_exactly) {
     close(fd);
     ck_assert(memcmp(img, pages, (size_t)N * PS) == 0);
   }
-  free(s.buf);
+  ltx_membuf_free(&s);
   free(pages);
   free(img);
 }

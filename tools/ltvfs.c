@@ -366,26 +366,6 @@ out:
 
 /* ---- import ---- */
 
-typedef struct mem_sink {
-  uint8_t *buf;
-  size_t len, cap;
-} mem_sink;
-
-static int mem_sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
-  mem_sink *s = ctx;
-  if (s->len + n > s->cap) {
-    size_t cap = s->cap ? s->cap : 1 << 20;
-    while (cap < s->len + n) cap *= 2;
-    uint8_t *grown = realloc(s->buf, cap);
-    if (!grown) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory (%zu bytes)", cap);
-    s->buf = grown;
-    s->cap = cap;
-  }
-  memcpy(s->buf + s->len, buf, n);
-  s->len += n;
-  return LTX_OK;
-}
-
 /* Copies db_path into a private temporary file with SQLite's backup API, so
 ** the import sees one consistent state whatever the journal mode and whoever
 ** else writes the database. */
@@ -427,7 +407,7 @@ out:
 }
 
 /* Encodes the database file at path as a snapshot [1, txid] into sink. */
-static int encode_snapshot(const char *path, uint64_t txid, mem_sink *sink, ltx_error *err) {
+static int encode_snapshot(const char *path, uint64_t txid, ltx_membuf *sink, ltx_error *err) {
   ltx_encoder *enc = NULL;
   uint8_t *page = NULL;
   uint8_t hdr[100];
@@ -451,7 +431,7 @@ static int encode_snapshot(const char *path, uint64_t txid, mem_sink *sink, ltx_
   h.max_txid = txid;
   clock_gettime(CLOCK_REALTIME, &now);
   h.timestamp_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-  rc = ltx_encoder_open(&enc, &h, mem_sink_write, sink, err);
+  rc = ltx_encoder_open(&enc, &h, ltx_membuf_write, sink, err);
   if (rc) goto out;
   page = malloc(h.page_size);
   if (!page) {
@@ -480,7 +460,7 @@ out:
 static int cmd_import(int argc, char **argv) {
   store *st = NULL;
   store_ltx_list all = {0};
-  mem_sink sink = {0};
+  ltx_membuf sink = {0};
   ltx_error err = {0};
   char tmp_path[] = "/tmp/ltvfs-import-XXXXXX";
   char key[128];
@@ -520,7 +500,7 @@ static int cmd_import(int argc, char **argv) {
 out:
   if (rc) status = report(&err);
   if (have_tmp) unlink(tmp_path);
-  free(sink.buf);
+  ltx_membuf_free(&sink);
   store_ltx_list_free(&all);
   store_close(st);
   return status;

@@ -1,20 +1,26 @@
 /*
 ** ltvfs.h: the public interface of libltvfs.
 **
-** libltvfs turns a Litestream v0.5 replica (a file:// directory of LTX files
-** now; s3:// next) into a SQLite database. Link with `pkg-config --libs ltvfs`
-** or load it into any SQLite with `.load ./libltvfs`.
+** libltvfs turns a Litestream v0.5 replica (file:// or s3://) into a SQLite
+** database. Load it into any SQLite with `.load ./libltvfs`, or link it
+** (`pkg-config --libs ltvfs`) and call ltvfs_register().
 **
-** Loaded as an extension it adds the SQL functions
-**   ltvfs_version()                      the library version
-**   ltvfs_restore(url, out_path [, txid])  restores a replica to a file and
-**                                        returns the TXID it reached (hex)
-** The replica VFS "litestream" comes with the read-replica work.
+** The replica VFS "litestream":
+**   file:app.db?vfs=litestream&replica=s3://bucket/app[&txid=HEX|&time=RFC3339]
+**     [&poll=MS][&cache_size=BYTES][&open_timeout=MS]
+** SQL functions (optional last argument: the schema, e.g. 'main'):
+**   litestream_txid() litestream_lag() litestream_time()
+**   litestream_set_time(ts | 'LATEST') ltvfs_pinned_txid() ltvfs_stats()
+** PRAGMAs litestream_txid, litestream_lag, litestream_time [= ts],
+**   ltvfs_pinned_txid, ltvfs_stats.
+** Helpers: ltvfs_version(), ltvfs_restore(url, out_path [, txid]).
 */
 #ifndef LTVFS_H
 #define LTVFS_H
 
 #include <stdint.h>
+
+#include <sqlite3.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,11 +37,26 @@ const char *ltvfs_version(void);
 int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
                   uint64_t *reached_txid, char **errmsg);
 
-/* The entry point of the loadable extension (`.load ./libltvfs`). */
-struct sqlite3;
-struct sqlite3_api_routines;
-int sqlite3_ltvfs_init(struct sqlite3 *db, char **pzErrMsg,
-                       const struct sqlite3_api_routines *pApi);
+/* The entry point of the loadable extension (`.load ./libltvfs`), and its
+** alias under the Go VFS's name. */
+int sqlite3_ltvfs_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
+int sqlite3_litestreamvfs_init(sqlite3 *db, char **pzErrMsg,
+                               const sqlite3_api_routines *pApi);
+/* The auto-extension behind ltvfs_register(). */
+int ltvfs_auto_register(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
+
+/* For applications linked with libltvfs: registers the VFS "litestream" and
+** the SQL functions for every connection opened afterwards. Call once before
+** sqlite3_open_v2(..., "litestream"). Returns an SQLite code. (Inline, so the
+** library itself never links a copy of SQLite: it is your SQLite that loads
+** it, exactly as `.load` would.) */
+static inline int ltvfs_register(void) {
+  sqlite3 *db = NULL;
+  int rc = sqlite3_auto_extension((void (*)(void))ltvfs_auto_register);
+  if (rc == SQLITE_OK) rc = sqlite3_open(":memory:", &db);
+  sqlite3_close(db);
+  return rc;
+}
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,15 @@
 /*
 ** cache.h: the local image of a replica, the layer above store/.
 **
-** Now: applying LTX files to a database image file, which is what a restore
-** does (LTX.md section 3, "Applying a plan"). Later: the hydrated image, its
-** page-presence map and the in-memory page cache of the read path.
+** Applying LTX files to a database image file, which is what a restore does
+** (LTX.md section 3, "Applying a plan"); the in-memory page cache; and the
+** replica object of the read path (views, page map, fetching, polling).
+** No SQLite here: vfs/ puts SQLite's face on the replica object.
 */
 #ifndef LTVFS_CACHE_H
 #define LTVFS_CACHE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ltx/ltx.h"
@@ -16,7 +18,9 @@
 enum {
   CACHE_ERR_IO = 200,        /* local file I/O failed */
   CACHE_ERR_PAGE_SIZE = 201, /* files of one plan disagree on page size */
-  CACHE_ERR_MISMATCH = 202   /* file header disagrees with its listing */
+  CACHE_ERR_MISMATCH = 202,  /* file header disagrees with its listing */
+  CACHE_ERR_TIMEOUT = 203,   /* the replica stayed empty past the deadline */
+  CACHE_ERR_CLOSED = 204     /* the replica is shutting down */
 };
 
 /* Progress of a long job: called after each chunk; done <= total bytes. */
@@ -44,5 +48,99 @@ int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_stat
 ** error nothing is left at out_path (an existing file is untouched). */
 int cache_restore(store *st, const store_plan *plan, const char *out_path,
                   cache_progress_fn progress, void *progress_ctx, ltx_error *err);
+
+
+/* ---- in-memory page cache (pagecache.c) ---- */
+
+/* Pages keyed by (file id, pgno), bounded by bytes, least recently used out
+** first. Thread-safe. */
+typedef struct page_cache page_cache;
+typedef struct page_cache_stat {
+  uint64_t hits, misses, evictions;
+  size_t bytes, limit, entries;
+} page_cache_stat;
+
+page_cache *page_cache_new(size_t limit_bytes);
+void page_cache_free(page_cache *pc);
+/* 1 and the page copied into out on a hit, else 0. */
+int page_cache_get(page_cache *pc, uint64_t file_id, uint32_t pgno, uint8_t *out,
+                   uint32_t page_size);
+int page_cache_contains(page_cache *pc, uint64_t file_id, uint32_t pgno);
+void page_cache_put(page_cache *pc, uint64_t file_id, uint32_t pgno, const uint8_t *page,
+                    uint32_t page_size);
+void page_cache_set_limit(page_cache *pc, size_t limit_bytes);
+void page_cache_stats(page_cache *pc, page_cache_stat *out);
+
+/* ---- the replica object of the read path (replica.c) ---- */
+
+/* One per replica URL per process, shared by every connection: one store,
+** one poller thread, one page cache. Readers hold views: immutable,
+** refcounted snapshots {TXID, commit, page size, page map} that never change
+** under a read transaction. */
+typedef struct replica replica;
+typedef struct replica_view replica_view;
+
+typedef struct replica_config {
+  int poll_ms;           /* poll interval of the latest view */
+  size_t cache_bytes;    /* page cache limit */
+  int open_timeout_ms;   /* how long the first view waits for an empty replica */
+} replica_config;
+
+/* What a reader tracks to grow read-ahead on sequential access. */
+typedef struct replica_readahead {
+  uint32_t last_pgno;
+  uint32_t run;          /* frames per fetch, 0 = start small */
+} replica_readahead;
+
+typedef struct replica_stat {
+  uint64_t requests;     /* store reads: LISTs, index and page ranges */
+  uint64_t bytes_fetched;
+  uint64_t polls, poll_errors;
+  uint64_t coalesced;    /* misses served by another reader's fetch */
+  int64_t last_poll_ok_ms; /* -1 before the first good poll */
+  page_cache_stat cache;
+} replica_stat;
+
+/* Finds or opens the replica of url (the store only; no I/O beyond what
+** store_open does). The first caller's config is used; the cache limit grows
+** to the largest any caller asks for. Pair with replica_release. */
+int replica_acquire(const char *url, const replica_config *cfg, replica **out,
+                    ltx_error *err);
+void replica_release(replica *r);
+const char *replica_url(const replica *r);
+
+/* The newest published view (a new reference): on first use it lists,
+** plans, reads every planned index and starts the poller; an empty replica
+** is waited for up to open_timeout_ms. */
+int replica_latest(replica *r, replica_view **out, ltx_error *err);
+/* A view pinned at exactly txid (non-zero), or at the newest state whose
+** files are all strictly older than time_ms (time_ms >= 0). Fresh listing;
+** STORE_ERR_TXID_UNAVAILABLE names the nearest available TXIDs. */
+int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **out,
+                    ltx_error *err);
+void replica_view_ref(replica_view *v);
+void replica_view_release(replica_view *v);
+
+uint64_t replica_view_txid(const replica_view *v);
+uint32_t replica_view_commit(const replica_view *v);
+uint32_t replica_view_page_size(const replica_view *v);
+int64_t replica_view_timestamp_ms(const replica_view *v);
+
+/* Reads page pgno (1-based, LTX page size bytes) of view v into out. Pages
+** no file holds (beyond every file, or the lock page) read as zeros. A miss
+** fetches a run of neighbouring frames of the same file in one range read,
+** its length grown by ra on sequential access; identical in-flight fetches
+** are shared. A file removed by retention makes it re-plan at v's TXID. */
+int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
+                      replica_readahead *ra, ltx_error *err);
+
+void replica_stats(replica *r, replica_stat *out);
+
+/* Where the replica's background work reports (level 0 debug, 1 info,
+** 2 warn, 3 error); NULL (the default) drops the messages. */
+typedef void (*replica_log_fn)(int level, const char *msg);
+void replica_set_log(replica_log_fn fn);
+/* Seconds since the last successful poll, -1 before one. */
+int64_t replica_lag_seconds(replica *r);
 
 #endif /* LTVFS_CACHE_H */

@@ -100,6 +100,16 @@ static inline uint64_t ltx_db_checksum_fold(uint64_t db, uint64_t page_cksum) {
   return LTX_CHECKSUM_FLAG | (db ^ page_cksum);
 }
 
+/* ---- time ---- */
+
+/* RFC 3339: YYYY-MM-DD(T|t| )HH:MM:SS[.frac](Z|z|+HH:MM|-HH:MM) to ms since
+** the epoch (fraction beyond ms dropped); -1 if malformed. */
+int64_t ltx_time_parse(const char *z);
+/* ms since the epoch as Go's RFC3339Nano in UTC, e.g. 2026-11-22T10:38:32.492Z
+** (trailing zeros of the fraction dropped); buf >= 40 bytes; returns buf. */
+char *ltx_time_format(int64_t ms, char *buf, size_t cap);
+#define LTX_TIME_CAP 40
+
 /* ---- header ---- */
 
 typedef struct ltx_header {

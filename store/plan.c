@@ -174,24 +174,6 @@ int store_plan_available_txids(const store_ltx_file *files, size_t n, uint64_t *
   return available(files, n, -1, txids, n_txids, err);
 }
 
-/* RFC 3339 UTC with milliseconds, for messages. */
-static const char *format_time(int64_t ms, char *buf, size_t cap) {
-  int64_t sec = ms / 1000, rem = ms % 1000;
-  time_t t;
-  struct tm tm;
-  if (rem < 0) { /* before 1970: round the seconds down */
-    rem += 1000;
-    sec--;
-  }
-  t = (time_t)sec;
-  if (gmtime_r(&t, &tm) == NULL) {
-    snprintf(buf, cap, "%" PRId64 " ms", ms);
-  } else {
-    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
-  }
-  return buf;
-}
 
 /* "level L <name>" of a file, for messages. */
 static const char *describe(const store_ltx_file *f, char *buf, size_t cap) {
@@ -245,7 +227,7 @@ static int unavailable_error(const store_ltx_file *files, size_t n, uint64_t pin
   if (i < nTxid) snprintf(zAbove, sizeof(zAbove), "%016" PRIx64, aTxid[i]);
   if (time_ms >= 0) {
     char zT[80];
-    snprintf(zTime, sizeof(zTime), " before %s", format_time(time_ms, zT, sizeof(zT)));
+    snprintf(zTime, sizeof(zTime), " before %s", ltx_time_format(time_ms, zT, sizeof(zT)));
   }
   rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                      "transaction %016" PRIx64 " is not available%s: nearest available "
@@ -282,8 +264,8 @@ int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid
     char zT[80], zO[80];
     rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                        "no LTX file is older than %s (the oldest is from %s)",
-                       format_time(target_time_ms, zT, sizeof(zT)),
-                       format_time(tOldest, zO, sizeof(zO)));
+                       ltx_time_format(target_time_ms, zT, sizeof(zT)),
+                       ltx_time_format(tOldest, zO, sizeof(zO)));
     goto out;
   }
   for (size_t i = 0; i < m; i++) {
@@ -306,7 +288,7 @@ int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid
       rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                          "no restorable state before %s: none of the %zu files before it is "
                          "a snapshot (min TXID 1)",
-                         format_time(target_time_ms, zT, sizeof(zT)), m);
+                         ltx_time_format(target_time_ms, zT, sizeof(zT)), m);
     }
   } else if (reach < newest) {
     /* (3) latest: a gap before the newest file */

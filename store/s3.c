@@ -382,35 +382,6 @@ static int content_md5(const uint8_t *a, size_t n, char *zOut) {
   return 0;
 }
 
-/* Go's time.RFC3339Nano ("2006-01-02T15:04:05.999999999Z07:00": trailing
-** zeros of the fraction dropped), which is what Litestream writes into
-** litestream-timestamp. */
-static void format_rfc3339nano(int64_t ms, char *zOut, size_t nCap) {
-  int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-  int64_t ns = (ms - sec * 1000) * 1000000;
-  int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
-  int64_t rem = sec - days * 86400;
-  /* civil_from_days (H. Hinnant) */
-  int64_t z = days + 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  int64_t doe = z - era * 146097;
-  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t y = yoe + era * 400;
-  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  int64_t mp = (5 * doy + 2) / 153;
-  int64_t d = doy - (153 * mp + 2) / 5 + 1;
-  int64_t m = mp + (mp < 10 ? 3 : -9);
-  char zFrac[16] = "";
-  if (m <= 2) y++;
-  if (ns > 0) {
-    int n = snprintf(zFrac, sizeof(zFrac), ".%09lld", (long long)ns);
-    while (n > 1 && zFrac[n - 1] == '0') zFrac[--n] = '\0';
-  }
-  snprintf(zOut, nCap, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld%sZ", (long long)y, (long long)m,
-           (long long)d, (long long)(rem / 3600), (long long)(rem / 60 % 60), (long long)(rem % 60),
-           zFrac);
-}
-
 /* ---- URL and configuration ---- */
 
 /* Reads a configuration number: the URL value when given, else the
@@ -1782,7 +1753,7 @@ static int s3_put(store *st, const char *key, const uint8_t *data, size_t n, int
   if (rc != LTX_OK) goto out;
   if (mtime_ms >= 0) {
     char zTime[96];
-    format_rfc3339nano(mtime_ms, zTime, sizeof(zTime));
+    ltx_time_format(mtime_ms, zTime, sizeof(zTime));
     snprintf(zLine, sizeof(zLine), "x-amz-meta-litestream-timestamp: %s", zTime);
     rc = req_header(&r, zLine, err);
     if (rc != LTX_OK) goto out;

@@ -397,7 +397,7 @@ static int list_close(void *pCtx, xml_scan *p, ltx_error *err) {
     return LTX_OK;
   }
   if (path_is(p, 3, "Contents", "LastModified")) {
-    c->mtime_ms = s3_xml_parse_time(p->zText);
+    c->mtime_ms = ltx_time_parse(p->zText);
     return LTX_OK;
   }
   if (path_is(p, 2, "Contents", NULL)) {
@@ -529,65 +529,6 @@ void s3_xml_error_free(s3_xml_error *e) {
 }
 
 /* ---- helpers ---- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-** days_from_civil), so no timegm() and no time zone state is involved. */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2;
-  int64_t era = (y >= 0 ? y : y - 399) / 400;
-  int64_t yoe = y - era * 400;
-  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-/* Reads exactly n digits at *pz; -1 if they are not all digits. */
-static int64_t read_digits(const char **pz, int n) {
-  int64_t v = 0;
-  for (int k = 0; k < n; k++) {
-    char c = (*pz)[k];
-    if (c < '0' || c > '9') return -1;
-    v = v * 10 + (c - '0');
-  }
-  *pz += n;
-  return v;
-}
-
-int64_t s3_xml_parse_time(const char *z) {
-  int64_t y, mo, d, h, mi, s, ms = 0, off = 0;
-  if (z == NULL) return -1;
-  if ((y = read_digits(&z, 4)) < 0 || *z++ != '-') return -1;
-  if ((mo = read_digits(&z, 2)) < 1 || mo > 12 || *z++ != '-') return -1;
-  if ((d = read_digits(&z, 2)) < 1 || d > 31 || (*z != 'T' && *z != 't')) return -1;
-  z++;
-  if ((h = read_digits(&z, 2)) < 0 || h > 23 || *z++ != ':') return -1;
-  if ((mi = read_digits(&z, 2)) < 0 || mi > 59 || *z++ != ':') return -1;
-  if ((s = read_digits(&z, 2)) < 0 || s > 60) return -1;
-  if (*z == '.') {
-    int nDigit = 0;
-    z++;
-    while (*z >= '0' && *z <= '9') {
-      if (nDigit < 3) ms = ms * 10 + (*z - '0');
-      nDigit++;
-      z++;
-    }
-    if (nDigit == 0) return -1;
-    for (; nDigit < 3; nDigit++) ms *= 10;
-  }
-  if (*z == 'Z' || *z == 'z') {
-    z++;
-  } else if (*z == '+' || *z == '-') {
-    int sign = *z++ == '-' ? -1 : 1;
-    int64_t oh, om;
-    if ((oh = read_digits(&z, 2)) < 0 || oh > 23 || *z++ != ':') return -1;
-    if ((om = read_digits(&z, 2)) < 0 || om > 59) return -1;
-    off = sign * (oh * 60 + om) * 60;
-  } else {
-    return -1;
-  }
-  if (*z != '\0') return -1;
-  return ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) - off) * 1000 + ms;
-}
 
 size_t s3_xml_escape(const char *z, char *buf, size_t cap) {
   size_t n = 0;

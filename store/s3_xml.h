@@ -75,10 +75,6 @@ void s3_xml_delete_free(s3_xml_delete *d);
 int s3_xml_parse_error(const char *z, size_t n, s3_xml_error *out, ltx_error *err);
 void s3_xml_error_free(s3_xml_error *e);
 
-/* "2024-01-02T03:04:05.678Z" (any fraction digits, "Z" or "+hh:mm") to ms
-** since the epoch; returns -1 on anything else. Also used for the
-** litestream-timestamp metadata. */
-int64_t s3_xml_parse_time(const char *z);
 
 /* Writes z into buf (cap bytes, always NUL-terminated when cap > 0) with
 ** & < > " ' CR LF TAB escaped; returns the length the whole result needs

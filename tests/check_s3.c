@@ -521,7 +521,7 @@ START_TEST(test_s3_timestamp_formats_like_go_rfc3339nano) {
     ck_assert_ptr_nonnull(zJson);
     snprintf(zWant, sizeof(zWant), "\"x-amz-meta-litestream-timestamp\": \"%s\"", aCase[i].zWant);
     ck_assert_msg(strstr(zJson, zWant) != NULL, "want %s in %s", zWant, zJson);
-    ck_assert_int_eq(s3_xml_parse_time(aCase[i].zWant), aCase[i].ms);
+    ck_assert_int_eq(ltx_time_parse(aCase[i].zWant), aCase[i].ms);
     free(zJson);
   }
   store_close(st);
@@ -1356,10 +1356,10 @@ START_TEST(test_xml_error_and_delete_results) {
   ck_assert_str_eq(zEsc, "a&amp;b&lt;c&gt;&quot;d&apos;&#10;");
   ck_assert_uint_eq(s3_xml_escape("a&b", zEsc, 3), 7);
   ck_assert_str_eq(zEsc, "a&");
-  ck_assert_int_eq(s3_xml_parse_time("2024-01-02T03:04:05+01:30"), 1704159245000);
-  ck_assert_int_eq(s3_xml_parse_time("2024-01-02 03:04:05Z"), -1);
-  ck_assert_int_eq(s3_xml_parse_time("2024-13-02T03:04:05Z"), -1);
-  ck_assert_int_eq(s3_xml_parse_time("2024-01-02T03:04:05.Z"), -1);
+  ck_assert_int_eq(ltx_time_parse("2024-01-02T03:04:05+01:30"), 1704159245000);
+  ck_assert_int_eq(ltx_time_parse("2024-01-02 03:04:05Z"), 1704164645000);
+  ck_assert_int_eq(ltx_time_parse("2024-13-02T03:04:05Z"), -1);
+  ck_assert_int_eq(ltx_time_parse("2024-01-02T03:04:05.Z"), -1);
 }
 END_TEST
 

@@ -134,3 +134,41 @@ restore_all_fixtures() {
     fi
   done
 }
+
+# ---- batching many checks into one sqlite3 process ----
+# sql_sections < "name<TAB>sql" lines: the sqlite3 input that prints
+# "@@name" before each statement, so one process answers many checks.
+sql_sections() {
+  local n q
+  while IFS=$'\t' read -r n q; do
+    [ -n "$n" ] || continue
+    printf '.print @@%s\n%s\n' "$n" "$q"
+  done
+}
+# parse_sections < sqlite3 output: "name<TAB>rows joined with ' ; '" lines.
+parse_sections() {
+  awk '/^@@/ { if (n != "") print n "\t" r; n = substr($0, 3); r = ""; first = 1; next }
+       n != "" { r = first ? $0 : r " ; " $0; first = 0 }
+       END { if (n != "") print n "\t" r }'
+}
+# section FILE NAME: the value of NAME in a parse_sections output (first match).
+section() { awk -F'\t' -v n="$2" '$1 == n { sub(/^[^\t]*\t/, ""); print; exit }' "$1"; }
+# fixtures_expected DB TXID: "check<TAB>want" of every `restore` row of
+# expected.tsv for (DB, TXID).
+fixtures_expected() {
+  awk -F'\t' -v d="$1" -v t="$2" '$1 == d && $2 == t && $3 == "restore" { print $4 "\t" $5 }' \
+    "$FIXDIR/expected.tsv"
+}
+# uri_escape STRING: STRING %-encoded for use as a URI parameter value
+# (SQLite decodes %HH in file: URIs).
+uri_escape() {
+  local s=$1 out= c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in
+    [A-Za-z0-9._~/:-]) out+=$c ;;
+    *) out+=$(printf '%%%02X' "'$c") ;;
+    esac
+  done
+  printf '%s\n' "$out"
+}

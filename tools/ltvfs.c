@@ -136,61 +136,6 @@ static int report(const ltx_error *err) {
   return exit_code_for(err->code);
 }
 
-static void format_time(int64_t ms, char *buf, size_t cap) {
-  time_t secs = (time_t)(ms / 1000);
-  struct tm tm;
-  if (ms < 0 || !gmtime_r(&secs, &tm)) {
-    snprintf(buf, cap, "-");
-    return;
-  }
-  size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, cap - n, ".%03dZ", (int)(ms % 1000));
-}
-
-/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); lower-case t/z and a
-** space separator are accepted too. Returns ms since the epoch or -1. */
-static int64_t parse_rfc3339(const char *s) {
-  struct tm tm = {0};
-  int ms = 0, n = 0;
-  if (sscanf(s, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &n) != 3 || n != 10)
-    return -1;
-  s += n;
-  if (*s != 'T' && *s != 't' && *s != ' ') return -1;
-  s++;
-  if (sscanf(s, "%2d:%2d:%2d%n", &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 3 || n != 8)
-    return -1;
-  s += n;
-  if (*s == '.') {
-    int digits = 0;
-    for (s++; *s >= '0' && *s <= '9'; s++, digits++)
-      if (digits < 3) ms = ms * 10 + (*s - '0');
-    if (digits == 0) return -1;
-    for (; digits < 3; digits++) ms *= 10;
-  }
-  int offset_min = 0;
-  if (*s == 'Z' || *s == 'z') {
-    s++;
-  } else if (*s == '+' || *s == '-') {
-    int hh, mm;
-    int sign = *s == '-' ? -1 : 1;
-    if (sscanf(s + 1, "%2d:%2d%n", &hh, &mm, &n) != 2 || n != 5 || hh > 23 || mm > 59)
-      return -1;
-    offset_min = sign * (hh * 60 + mm);
-    s += 6;
-  } else {
-    return -1;
-  }
-  if (*s) return -1;
-  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-      tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-    return -1;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  time_t t = timegm(&tm);
-  if (t == (time_t)-1) return -1;
-  return ((int64_t)t - (int64_t)offset_min * 60) * 1000 + ms;
-}
-
 /* Hex TXID, optional 0x prefix, 1..16 digits, not zero. */
 static int parse_txid(const char *s, uint64_t *out) {
   char *end;
@@ -238,7 +183,7 @@ static int cmd_ls(int argc, char **argv) {
   for (size_t i = 0; i < all.n; i++) {
     const store_ltx_file *f = &all.files[i];
     char ts[40], sz[32];
-    format_time(f->timestamp_ms, ts, sizeof ts);
+    ltx_time_format(f->timestamp_ms, ts, sizeof ts);
     printf("%-5d  %016" PRIx64 "  %016" PRIx64 "  %10s  %s\n", f->level, f->min_txid,
            f->max_txid, human_size(f->size, sz, sizeof sz), ts);
   }
@@ -323,7 +268,7 @@ static int cmd_restore(int argc, char **argv) {
         return usage_error(usage_restore, "--txid %s is not a non-zero hex TXID", optarg);
       break;
     case 'T':
-      at_ms = parse_rfc3339(optarg);
+      at_ms = ltx_time_parse(optarg);
       if (at_ms < 0)
         return usage_error(usage_restore, "--timestamp %s is not an RFC 3339 time", optarg);
       break;
@@ -561,7 +506,7 @@ static int cmd_ltx_dump(int argc, char **argv) {
   }
   rc = ltx_header_decode(buf, &h, &err);
   if (rc) goto out;
-  format_time(h.timestamp_ms, ts, sizeof ts);
+  ltx_time_format(h.timestamp_ms, ts, sizeof ts);
   printf("file:        %s (%zu bytes)\n", argv[1], n);
   printf("flags:       0x%x%s\n", h.flags,
          h.flags & LTX_HEADER_FLAG_NO_CHECKSUM ? " (no database checksums)" : "");

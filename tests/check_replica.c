@@ -1,0 +1,444 @@
+/*
+** check_replica.c: unit tests of the read path's cache layer (cache/pagecache.c,
+** cache/replica.c), without SQLite.
+**
+** - The page cache hits, misses, evicts least recently used pages first and
+**   never holds more than its limit.
+** - A view of every fixture database at every TXID serves, page for page,
+**   the bytes of Litestream's restore (cache_restore). The one allowed
+**   difference: pages that a shrink dropped and a later growth re-exposed
+**   without rewriting (vacuum_then_write from TXID 3) read as zeros here and
+**   keep their stale pre-shrink bytes in a restore; SQLite never reads them
+**   as data (LTX.md section 3 vs Litestream, see the plan.c header).
+** - The latest view follows new files dropped into the replica (the poller),
+**   including a shrink.
+** - A compaction that replaces the L0 files by an L1 file straddling the
+**   view's TXID, then deletes them (retention), changes nothing for readers:
+**   a read of a vanished file re-plans at the same TXID.
+** - An empty replica fails the first open after open_timeout, not never.
+*/
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/cache.h"
+#include "testutil.h"
+
+#define PATH_CAP 1024
+
+static const replica_config kCfg = {20, 64u << 20, 2000};
+
+/* ---- page cache ---- */
+
+START_TEST(test_page_cache_lru) {
+  uint8_t page[512], out[512];
+  page_cache_stat st;
+  /* Room for about 3 pages of 512 bytes with their overhead. */
+  page_cache *pc = page_cache_new(3 * (512 + 200));
+  ck_assert_ptr_nonnull(pc);
+  for (uint32_t pg = 1; pg <= 3; pg++) {
+    memset(page, (int)pg, sizeof(page));
+    page_cache_put(pc, 7, pg, page, sizeof(page));
+  }
+  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1); /* 1 is now recent */
+  ck_assert_int_eq(out[0], 1);
+  memset(page, 4, sizeof(page));
+  page_cache_put(pc, 7, 4, page, sizeof(page)); /* evicts 2, the least recent */
+  ck_assert_int_eq(page_cache_get(pc, 7, 2, out, sizeof(out)), 0);
+  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1);
+  ck_assert_int_eq(page_cache_get(pc, 7, 4, out, sizeof(out)), 1);
+  ck_assert_int_eq(out[511], 4);
+  ck_assert_int_eq(page_cache_get(pc, 8, 4, out, sizeof(out)), 0); /* other file */
+  page_cache_stats(pc, &st);
+  ck_assert_uint_le(st.bytes, st.limit);
+  ck_assert_uint_ge(st.evictions, 1);
+  ck_assert_uint_eq(st.hits, 3);
+  ck_assert_uint_eq(st.misses, 2);
+  page_cache_set_limit(pc, 0);
+  page_cache_stats(pc, &st);
+  ck_assert_uint_eq(st.entries, 0);
+  page_cache_put(pc, 7, 9, page, sizeof(page)); /* limit 0: caching off */
+  ck_assert_int_eq(page_cache_get(pc, 7, 9, out, sizeof(out)), 0);
+  page_cache_free(pc);
+}
+END_TEST
+
+/* ---- views against restores ---- */
+
+static char g_tmp[256];
+
+static void setup(void) { ck_assert_ptr_nonnull(tu_mkdtemp(g_tmp, sizeof(g_tmp), "replica")); }
+static void teardown(void) { tu_rmtree(g_tmp); }
+
+static int is_zero(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+
+/* Every page of the view of r at txid (0 = latest) against a restore of url
+** at the same TXID. Returns the number of pages where the view serves zeros
+** and the restore stale bytes; fails the test on any other difference. */
+static int compare_with_restore(replica *r, replica_view *v, const char *url, const char *tag) {
+  char out[PATH_CAP];
+  store *st = NULL;
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  ltx_error err = {0};
+  size_t n = 0;
+  uint8_t *img, *page;
+  uint32_t ps = replica_view_page_size(v), commit = replica_view_commit(v);
+  int zeros = 0;
+
+  snprintf(out, sizeof(out), "%s/%s-%llx.db", g_tmp, tag,
+           (unsigned long long)replica_view_txid(v));
+  ck_assert_int_eq(store_open(url, &st, &err), LTX_OK);
+  ck_assert_int_eq(store_list_all(st, &all, &err), LTX_OK);
+  ck_assert_msg(store_plan_build(all.files, all.n, replica_view_txid(v), -1, &plan, &err) == 0,
+                "%s", err.msg);
+  ck_assert_msg(cache_restore(st, &plan, out, NULL, NULL, &err) == 0, "%s", err.msg);
+  img = tu_read_file(out, &n);
+  ck_assert_ptr_nonnull(img);
+  ck_assert_uint_eq(n, (size_t)commit * ps);
+  page = malloc(ps);
+  for (uint32_t pg = 1; pg <= commit; pg++) {
+    replica_readahead ra = {0};
+    ck_assert_msg(replica_read_page(r, v, pg, page, &ra, &err) == LTX_OK, "%s page %u: %s", tag,
+                  pg, err.msg);
+    if (memcmp(page, img + (size_t)(pg - 1) * ps, ps) == 0) continue;
+    ck_assert_msg(is_zero(page, ps), "%s TXID %llx page %u differs from the restore", tag,
+                  (unsigned long long)replica_view_txid(v), pg);
+    zeros++;
+  }
+  free(page);
+  free(img);
+  unlink(out);
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
+  store_close(st);
+  return zeros;
+}
+
+START_TEST(test_views_match_restore) {
+  static const struct {
+    const char *db;
+    uint64_t max;
+  } kDb[] = {{"main", 11}, {"vacuum_then_write", 3}, {"ps1024", 0}, {"ps65536", 0},
+             {"ps1024_vfs", 0}, {"shrink", 2}};
+  for (size_t i = 0; i < sizeof(kDb) / sizeof(kDb[0]); i++) {
+    char dir[PATH_CAP], url[PATH_CAP];
+    replica *r = NULL;
+    replica_view *latest = NULL;
+    ltx_error err = {0};
+    uint64_t top;
+    tu_fixture_path(dir, sizeof(dir), kDb[i].db);
+    snprintf(url, sizeof(url), "file://%s", dir);
+    ck_assert_msg(replica_acquire(url, &kCfg, &r, &err) == 0, "%s", err.msg);
+    ck_assert_msg(replica_latest(r, &latest, &err) == 0, "%s: %s", kDb[i].db, err.msg);
+    top = replica_view_txid(latest);
+    if (kDb[i].max) ck_assert_uint_eq(top, kDb[i].max);
+    for (uint64_t t = 1; t <= top; t++) {
+      replica_view *v = NULL;
+      int rc = replica_view_at(r, t, -1, &v, &err);
+      if (rc == STORE_ERR_TXID_UNAVAILABLE) continue; /* inside a multi-TXID file */
+      ck_assert_msg(rc == 0, "%s at %llu: %s", kDb[i].db, (unsigned long long)t, err.msg);
+      ck_assert_uint_eq(replica_view_txid(v), t);
+      int zeros = compare_with_restore(r, v, url, kDb[i].db);
+      if (strcmp(kDb[i].db, "vacuum_then_write") != 0 || t < 3)
+        ck_assert_msg(zeros == 0, "%s at %llu: %d zero pages", kDb[i].db,
+                      (unsigned long long)t, zeros);
+      replica_view_release(v);
+    }
+    replica_view_release(latest);
+    replica_release(r);
+  }
+}
+END_TEST
+
+/* Pages past commit and unmapped pages read as zeros; a read never fails
+** for them. */
+START_TEST(test_read_beyond_commit) {
+  char dir[PATH_CAP], url[PATH_CAP];
+  replica *r = NULL;
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  uint8_t page[4096];
+  replica_readahead ra = {0};
+  tu_fixture_path(dir, sizeof(dir), "main");
+  snprintf(url, sizeof(url), "file://%s", dir);
+  ck_assert_int_eq(replica_acquire(url, &kCfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+  memset(page, 0xAB, sizeof(page));
+  ck_assert_int_eq(replica_read_page(r, v, replica_view_commit(v) + 1, page, &ra, &err), 0);
+  ck_assert(is_zero(page, sizeof(page)));
+  replica_view_release(v);
+  replica_release(r);
+}
+END_TEST
+
+/* ---- polling, compaction, retention ---- */
+
+static void copy_file(const char *from, const char *to) {
+  size_t n = 0;
+  uint8_t *b = tu_read_file(from, &n);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_int_eq(tu_write_file(to, b, n), 0);
+  free(b);
+}
+
+/* The names in the fixture's level 0, sorted (they sort by TXID). */
+static int list_names(const char *dir, char names[][64], int cap) {
+  struct dirent **ents = NULL;
+  int n = scandir(dir, &ents, NULL, alphasort), k = 0;
+  for (int i = 0; i < n; i++) {
+    if (strstr(ents[i]->d_name, ".ltx") && k < cap) snprintf(names[k++], 64, "%.60s", ents[i]->d_name);
+    free(ents[i]);
+  }
+  free(ents);
+  return k;
+}
+
+static uint64_t wait_for_txid(replica *r, uint64_t want, replica_view **out) {
+  ltx_error err = {0};
+  for (int i = 0; i < 500; i++) {
+    replica_view *v = NULL;
+    ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+    if (replica_view_txid(v) >= want) {
+      *out = v;
+      return replica_view_txid(v);
+    }
+    replica_view_release(v);
+    usleep(10000);
+  }
+  ck_abort_msg("the poller never reached TXID %llx", (unsigned long long)want);
+  return 0;
+}
+
+START_TEST(test_poll_follows_new_files) {
+  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
+  char names[32][64];
+  replica *r = NULL;
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  int n;
+  tu_fixture_path(src, sizeof(src), "main/ltx/0");
+  n = list_names(src, names, 32);
+  ck_assert_int_eq(n, 11);
+  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l0), 0);
+  for (int i = 0; i < 3; i++) {
+    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    copy_file(from, to);
+  }
+  snprintf(url, sizeof(url), "file://%s", g_tmp);
+  ck_assert_int_eq(replica_acquire(url, &kCfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+  ck_assert_uint_eq(replica_view_txid(v), 3);
+  replica_view_release(v);
+  for (int i = 3; i < n; i++) { /* one new file at a time, to the final VACUUM */
+    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    copy_file(from, to);
+    wait_for_txid(r, (uint64_t)i + 1, &v);
+    ck_assert_int_eq(compare_with_restore(r, v, url, "poll"), 0);
+    replica_view_release(v);
+  }
+  replica_release(r);
+}
+END_TEST
+
+typedef struct file_src {
+  uint8_t *buf;
+  size_t n;
+} file_src;
+
+static int mem_read_at(void *ctx, uint64_t off, uint8_t *buf, size_t n, ltx_error *err) {
+  file_src *s = ctx;
+  if (off + n > s->n) return ltx_error_set(err, LTX_ERR_TRUNCATED, "short");
+  memcpy(buf, s->buf + off, n);
+  return LTX_OK;
+}
+
+/* Compacts level-0 files [lo, hi] (1-based TXIDs of main) into one level-1
+** file of the replica at g_tmp. */
+static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
+  file_src src[16];
+  ltx_source in[16];
+  ltx_membuf mb = {0};
+  ltx_header h;
+  ltx_error err = {0};
+  char path[PATH_CAP], l1[700];
+  int k = 0;
+  for (int t = lo; t <= hi; t++, k++) {
+    snprintf(path, sizeof(path), "%s/%s", l0, names[t - 1]);
+    src[k].buf = tu_read_file(path, &src[k].n);
+    ck_assert_ptr_nonnull(src[k].buf);
+    in[k].read_at = mem_read_at;
+    in[k].ctx = &src[k];
+    in[k].size = src[k].n;
+  }
+  ck_assert_msg(ltx_compact(in, (size_t)k, ltx_membuf_write, &mb, &h, &err) == 0, "%s", err.msg);
+  snprintf(l1, sizeof(l1), "%s/ltx/1", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l1), 0);
+  char name[64];
+  snprintf(path, sizeof(path), "%s/%s", l1, ltx_file_name((uint64_t)lo, (uint64_t)hi, name));
+  ck_assert_int_eq(tu_write_file(path, mb.buf, mb.len), 0);
+  ltx_membuf_free(&mb);
+  for (int i = 0; i < k; i++) free(src[i].buf);
+}
+
+START_TEST(test_straddling_compaction_and_retention) {
+  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
+  char names[32][64];
+  replica *r = NULL;
+  replica_view *v = NULL, *held = NULL;
+  ltx_error err = {0};
+  /* A tiny page cache: every read goes to the store, so a vanished file
+  ** cannot hide behind a cached page. */
+  replica_config cfg = kCfg;
+  cfg.cache_bytes = 0;
+  tu_fixture_path(src, sizeof(src), "main/ltx/0");
+  ck_assert_int_eq(list_names(src, names, 32), 11);
+  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l0), 0);
+  for (int i = 0; i < 8; i++) {
+    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    copy_file(from, to);
+  }
+  snprintf(url, sizeof(url), "file://%s", g_tmp);
+  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &held, &err), 0);
+  ck_assert_uint_eq(replica_view_txid(held), 8);
+
+  /* The writer moves on to 9 and 10 and compacts 5..10 into L1: that file
+  ** straddles our TXID 8. Then retention removes L0 files 1..10. */
+  for (int i = 8; i < 10; i++) {
+    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    copy_file(from, to);
+  }
+  compact_to_l1(l0, names, 1, 4);
+  compact_to_l1(l0, names, 5, 10);
+  for (int i = 0; i < 10; i++) {
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    ck_assert_int_eq(unlink(to), 0);
+  }
+  /* The poller finds 10 through the straddling L1 file. */
+  wait_for_txid(r, 10, &v);
+  ck_assert_uint_eq(replica_view_txid(v), 10);
+  ck_assert_int_eq(compare_with_restore(r, v, url, "straddle"), 0);
+  replica_view_release(v);
+
+  /* A reader still on TXID 8 (its files are gone) gets the same bytes: its
+  ** reads re-plan... and TXID 8 is no longer reachable exactly, so the read
+  ** fails with a message rather than serving another TXID's bytes. */
+  {
+    uint8_t page[4096];
+    replica_readahead ra = {0};
+    int rc = replica_read_page(r, held, 2, page, &ra, &err);
+    ck_assert_int_eq(rc, STORE_ERR_TXID_UNAVAILABLE);
+    ck_assert_msg(strstr(err.msg, "0000000000000008") != NULL, "%s", err.msg);
+  }
+  replica_view_release(held);
+
+  /* The last file appears in L0 on top of the compacted state. */
+  snprintf(from, sizeof(from), "%s/%s", src, names[10]);
+  snprintf(to, sizeof(to), "%s/%s", l0, names[10]);
+  copy_file(from, to);
+  wait_for_txid(r, 11, &v);
+  ck_assert_int_eq(compare_with_restore(r, v, url, "after"), 0);
+  replica_view_release(v);
+  replica_release(r);
+}
+END_TEST
+
+/* Retention under a reader whose TXID is still reachable through the
+** compacted file: reads re-plan and serve identical bytes. */
+START_TEST(test_retention_replans_same_txid) {
+  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
+  char names[32][64];
+  replica *r = NULL;
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  replica_config cfg = kCfg;
+  cfg.cache_bytes = 0;
+  cfg.poll_ms = 60000; /* no poll in this test: the read itself must cope */
+  tu_fixture_path(src, sizeof(src), "main/ltx/0");
+  ck_assert_int_eq(list_names(src, names, 32), 11);
+  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l0), 0);
+  for (int i = 0; i < 6; i++) {
+    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    copy_file(from, to);
+  }
+  snprintf(url, sizeof(url), "file://%s", g_tmp);
+  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+  ck_assert_uint_eq(replica_view_txid(v), 6);
+  compact_to_l1(l0, names, 1, 6);
+  for (int i = 0; i < 6; i++) {
+    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
+    ck_assert_int_eq(unlink(to), 0);
+  }
+  ck_assert_int_eq(compare_with_restore(r, v, url, "replan"), 0);
+  replica_view_release(v);
+  replica_release(r);
+}
+END_TEST
+
+START_TEST(test_empty_replica_times_out) {
+  char l0[PATH_CAP], url[PATH_CAP];
+  replica *r = NULL;
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  replica_config cfg = kCfg;
+  struct timespec t0, t1;
+  cfg.open_timeout_ms = 300;
+  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l0), 0);
+  snprintf(url, sizeof(url), "file://%s", g_tmp);
+  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), CACHE_ERR_TIMEOUT);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  ck_assert_msg(s >= 0.3 && s < 3.0, "waited %.2f s", s);
+  ck_assert_msg(strstr(err.msg, "no LTX files") != NULL, "%s", err.msg);
+  replica_release(r);
+}
+END_TEST
+
+static Suite *replica_suite(void) {
+  Suite *s = suite_create("replica");
+  TCase *tc = tcase_create("page_cache");
+  tcase_add_test(tc, test_page_cache_lru);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("views");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_views_match_restore);
+  tcase_add_test(tc, test_read_beyond_commit);
+  tcase_add_test(tc, test_poll_follows_new_files);
+  tcase_add_test(tc, test_straddling_compaction_and_retention);
+  tcase_add_test(tc, test_retention_replans_same_txid);
+  tcase_add_test(tc, test_empty_replica_times_out);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(replica_suite());
+  int failed;
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -84,6 +84,9 @@ typedef struct replica_config {
   int poll_ms;           /* poll interval of the latest view */
   size_t cache_bytes;    /* page cache limit */
   int open_timeout_ms;   /* how long the first view waits for an empty replica */
+  size_t prefetch_max;   /* files up to this size are fetched whole when first
+                         ** needed, verified (file checksum) and cached; larger
+                         ** ones are read by runs of frames on demand */
 } replica_config;
 
 /* What a reader tracks to grow read-ahead on sequential access. */

@@ -79,6 +79,7 @@ typedef struct rp_file {
   uint32_t page_size;
   uint32_t commit;
   ltx_index idx;
+  uint8_t *whole;               /* a small file's verified bytes, until cached */
   char key[128];
   struct rp_file *next;         /* registry list */
 } rp_file;
@@ -167,6 +168,7 @@ static void file_release(rp_file *f) {
   if (f == NULL) return;
   if (atomic_fetch_sub(&f->refs, 1) == 1) {
     ltx_index_free(&f->idx);
+    free(f->whole);
     free(f);
   }
 }
@@ -211,6 +213,63 @@ typedef struct load_job {
   size_t n;
 } load_job;
 
+/* Files up to cfg.prefetch_max are read whole when their index is needed
+** (one request, as the suffix read would be) and verified completely:
+** frames, index and the file checksum, which is the only checksum a
+** NoChecksum (0x2) file has. Their pages then go straight into the page
+** cache. Larger files are read by runs; their frames are checked by LZ4 and
+** the frame header's pgno only, since the file checksum needs every byte. */
+
+static int load_whole(replica *r, rp_file *f, ltx_error *err) {
+  ltx_header h;
+  ltx_trailer t;
+  size_t need = 0;
+  size_t n = (size_t)f->meta.size;
+  uint8_t *buf = malloc(n ? n : 1);
+  int rc;
+  if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
+  rc = store_read_range(r->st, f->key, 0, buf, n, err);
+  atomic_fetch_add(&r->requests, 1);
+  if (rc != LTX_OK) goto out;
+  atomic_fetch_add(&r->bytes_fetched, n);
+  rc = ltx_verify_buffer(buf, n, &h, &t, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
+  if (rc != LTX_OK) {
+    ltx_error_prefix(err, "corrupt LTX file %s", f->key);
+    goto out;
+  }
+  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid) {
+    rc = ltx_error_set(err, LTX_ERR_TXID,
+                       "corrupt LTX file %s: header TXIDs %016" PRIx64 "-%016" PRIx64
+                       " do not match the file name",
+                       f->key, h.min_txid, h.max_txid);
+    goto out;
+  }
+  f->page_size = h.page_size;
+  f->commit = h.commit;
+  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
+  f->whole = buf; /* its pages go to the page cache once f has an id */
+  buf = NULL;
+out:
+  free(buf);
+  return rc;
+}
+
+/* Puts every page of a file read whole into the page cache and drops the
+** raw bytes. */
+static void cache_whole(replica *r, rp_file *f) {
+  uint8_t *page = f->whole ? malloc(f->page_size) : NULL;
+  for (size_t i = 0; page != NULL && i < f->idx.n; i++) {
+    const ltx_page_entry *e = &f->idx.entries[i];
+    if (ltx_frame_decode(f->whole + e->offset, e->size, e->pgno, f->page_size, page, NULL) ==
+        LTX_OK)
+      page_cache_put(r->pc, f->id, e->pgno, page, f->page_size);
+  }
+  free(page);
+  free(f->whole);
+  f->whole = NULL;
+}
+
 static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
   ltx_header h;
   rp_file *f = calloc(1, sizeof(*f));
@@ -219,6 +278,16 @@ static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_e
   atomic_init(&f->refs, 1);
   f->meta = *meta;
   store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
+  if (meta->size <= r->cfg.prefetch_max) {
+    rc = load_whole(r, f, err);
+    if (rc != LTX_OK) {
+      ltx_index_free(&f->idx);
+      free(f);
+      return rc;
+    }
+    *out = f;
+    return LTX_OK;
+  }
   rc = store_read_ltx_index(r->st, meta, &f->idx, &h, err);
   /* One suffix read, plus a header read when the file is larger than it. */
   atomic_fetch_add(&r->requests, meta->size > LTX_INDEX_TAIL_GUESS ? 2 : 1);
@@ -312,6 +381,8 @@ static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file 
     r->registry = out[i];
   }
   pthread_mutex_unlock(&r->mutex);
+  for (size_t i = 0; i < n; i++)
+    if (out[i]->whole) cache_whole(r, out[i]);
   *pout = out;
   out = NULL;
 out:

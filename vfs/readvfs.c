@@ -41,6 +41,7 @@ SQLITE_EXTENSION_INIT3
 #define DEFAULT_POLL_MS 1000
 #define DEFAULT_CACHE_BYTES (32u << 20)
 #define DEFAULT_OPEN_TIMEOUT_MS 10000
+#define DEFAULT_PREFETCH_MAX (4u << 20)
 
 /* ---- logging (LITESTREAM_LOG_LEVEL, LITESTREAM_LOG_FILE) ---- */
 
@@ -154,6 +155,7 @@ static int config_read(const char *zName, lt_config *c, ltx_error *err) {
   c->rc.poll_ms = DEFAULT_POLL_MS;
   c->rc.cache_bytes = DEFAULT_CACHE_BYTES;
   c->rc.open_timeout_ms = DEFAULT_OPEN_TIMEOUT_MS;
+  c->rc.prefetch_max = DEFAULT_PREFETCH_MAX;
 
   c->url = param(zName, "replica", "LITESTREAM_REPLICA_URL");
   if (c->url == NULL)
@@ -188,6 +190,12 @@ static int config_read(const char *zName, lt_config *c, ltx_error *err) {
     if (n < 0)
       return ltx_error_set(err, LTX_ERR_ARG, "cache_size=%s: not a size (bytes, or 64M, 1G)", v);
     c->rc.cache_bytes = (size_t)n;
+  }
+  if ((v = param(zName, "prefetch_max", "LTVFS_PREFETCH_MAX")) != NULL) {
+    long long n = parse_size(v);
+    if (n < 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "prefetch_max=%s: not a size (bytes, or 4M)", v);
+    c->rc.prefetch_max = (size_t)n;
   }
   if ((v = param(zName, "open_timeout", "LTVFS_OPEN_TIMEOUT")) != NULL) {
     long ms = parse_duration_ms(v);
@@ -460,9 +468,9 @@ static char *set_time(lt_file *p, const char *ts) {
   ms = ltx_time_parse(ts);
   if (ms < 0)
     return sqlite3_mprintf("litestream_set_time: '%s' is not an RFC 3339 time or 'LATEST'", ts);
-  /* Strictly before the target, like restore --timestamp: a file written at
-  ** exactly ts is included by asking for the next millisecond. */
-  if (replica_view_at(p->rep, 0, ms + 1, &v, &err) != LTX_OK)
+  /* The newest state whose files were all written strictly before ts, as
+  ** restore --timestamp has it (LTX.md section 3). */
+  if (replica_view_at(p->rep, 0, ms, &v, &err) != LTX_OK)
     return sqlite3_mprintf("litestream_set_time: %s", err.msg);
   if (p->pin) replica_view_release(p->pin);
   p->pin = v;
@@ -553,8 +561,8 @@ static int open_replica(lt_file *p, const char *zName, ltx_error *err) {
   if (rc != LTX_OK) return rc;
   p->pin_time_ms = c.time_ms;
   if (c.txid || c.time_ms >= 0) {
-    /* A file timestamped exactly at time= counts, as in set_time. */
-    rc = replica_view_at(p->rep, c.txid, c.time_ms >= 0 ? c.time_ms + 1 : -1, &p->pin, err);
+    /* time=: files written strictly before it, as in set_time. */
+    rc = replica_view_at(p->rep, c.txid, c.time_ms, &p->pin, err);
   } else {
     rc = replica_latest(p->rep, &p->view, err);
   }

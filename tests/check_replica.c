@@ -31,7 +31,7 @@
 
 #define PATH_CAP 1024
 
-static const replica_config kCfg = {20, 64u << 20, 2000};
+static const replica_config kCfg = {20, 64u << 20, 2000, 4u << 20};
 
 /* ---- page cache ---- */
 

@@ -1150,7 +1150,7 @@ START_TEST(test_plan_by_time_uses_files_strictly_before) {
   ck_assert_uint_eq(p.n, 3);
   store_plan_free(&p);
   ck_assert_int_eq(store_plan_build(a, 5, 0, 1000, &p, &err), STORE_ERR_TXID_UNAVAILABLE);
-  ck_assert_msg(strstr(err.msg, "1970-01-01T00:00:01.000Z") != NULL, "%s", err.msg);
+  ck_assert_msg(strstr(err.msg, "1970-01-01T00:00:01Z") != NULL, "%s", err.msg);
 
   /* a gap before the target time: the newest restorable state before it */
   store_ltx_file b[] = {F(0, 1, 1), F(0, 2, 2), F(0, 4, 4), F(1, 3, 5)};

@@ -29,13 +29,11 @@ LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 LTX_DIFFGEN=${LTX_DIFFGEN:-$top_builddir/tests/ltx_diffgen}
 SQLITE3=${SQLITE3:-sqlite3}
 GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
-WORK=$top_builddir/tests/tmp/interop_go
-rm -rf "$WORK"
-mkdir -p "$WORK/go"
-WORK=$(cd "$WORK" && pwd)
 
 # ok/notok/diag/finish/check: the reporting the fixture tests use too.
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir interop_go
+mkdir -p "$WORK/go"
 # run NAME CMD...: ok when CMD exits 0 (output in $WORK/run.out).
 run() {
   local name=$1 rc=0
@@ -48,15 +46,8 @@ run() {
   return $rc
 }
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
-if [ ! -f "$GOVFS" ]; then
-  echo "# Litestream Go VFS not found at $GOVFS (run check.sh or set LTVFS_GO_VFS): skipping"
-  exit 77
-fi
-GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
+require_sqlite3
+require_go_vfs
 for p in "$LTVFS" "$LTX_DIFFGEN"; do
   if [ ! -x "$p" ]; then
     notok "$p exists"

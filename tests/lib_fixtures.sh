@@ -35,6 +35,33 @@ check_contains() {
   fi
 }
 
+# ---- the prologue every test script shares ----
+
+# test_workdir NAME: a fresh scratch directory $top_builddir/tests/tmp/NAME,
+# absolute, in WORK.
+test_workdir() {
+  WORK=${top_builddir:-.}/tests/tmp/$1
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  WORK=$(cd "$WORK" && pwd)
+}
+# require_sqlite3: skips the test (exit 77) without the sqlite3 shell.
+require_sqlite3() {
+  if ! command -v "$SQLITE3" >/dev/null 2>&1; then
+    echo "# sqlite3 shell not found: skipping"
+    exit 77
+  fi
+}
+# require_go_vfs: skips the test without the Litestream Go VFS at $GOVFS;
+# makes GOVFS absolute.
+require_go_vfs() {
+  if [ ! -f "$GOVFS" ]; then
+    echo "# Litestream Go VFS not found at $GOVFS (run check.sh or set LTVFS_GO_VFS): skipping"
+    exit 77
+  fi
+  GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
+}
+
 # sqlite3 rows joined with " ; " (the convention of expected.tsv).
 join_rows() { awk 'NR > 1 { printf " ; " } { printf "%s", $0 } END { print "" }'; }
 

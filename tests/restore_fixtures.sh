@@ -15,17 +15,11 @@ top_builddir=${top_builddir:-.}
 LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 SQLITE3=${SQLITE3:-sqlite3}
 FIXDIR=$(cd "$srcdir/tests/fixtures" && pwd)
-WORK=$top_builddir/tests/tmp/restore_fixtures
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir restore_fixtures
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
+require_sqlite3
 if [ ! -x "$LTVFS" ]; then
   notok "ltvfs CLI exists at $LTVFS"
   finish

@@ -22,18 +22,12 @@ REPLICA_COPY=${REPLICA_COPY:-$top_builddir/tests/replica_copy}
 SQLITE3=${SQLITE3:-sqlite3}
 GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
 FIXDIR=$(cd "$srcdir/tests/fixtures" && pwd)
-WORK=$top_builddir/tests/tmp/restore_s3
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir restore_s3
 . "$srcdir/tests/s3/env.sh"
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
+require_sqlite3
 if ! command -v node >/dev/null 2>&1; then
   echo "# node not found (needed by the test S3 server): skipping"
   exit 77

@@ -31,17 +31,11 @@ SQLITE3=${SQLITE3:-sqlite3}
 REPLICA_COPY=${REPLICA_COPY:-$top_builddir/tests/replica_copy}
 LIB=${LTVFS_LIB:-$top_builddir/libltvfs}
 FIXDIR=$(cd "$srcdir/tests/fixtures" && pwd)
-WORK=$top_builddir/tests/tmp/vfs_fixtures
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir vfs_fixtures
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
+require_sqlite3
 if [ ! -f "$LIB.so" ] && [ ! -f "$LIB" ]; then
   notok "the extension exists at $LIB(.so)"
   finish

@@ -41,22 +41,13 @@ INVARIANT=${VFS_INVARIANT:-$top_builddir/tests/vfs_invariant}
 SQLITE3=${SQLITE3:-sqlite3}
 GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
 SECONDS_WRITING=${VFS_INVARIANT_SECONDS:-10}
-WORK=$top_builddir/tests/tmp/vfs_invariant
-rm -rf "$WORK"
-mkdir -p "$WORK/go"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir vfs_invariant
+mkdir -p "$WORK/go"
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
-if [ ! -f "$GOVFS" ]; then
-  echo "# Litestream Go VFS not found at $GOVFS (run check.sh or set LTVFS_GO_VFS): skipping"
-  exit 77
-fi
-GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
+require_sqlite3
+require_go_vfs
 for p in "$LTVFS" "$INVARIANT"; do
   if [ ! -x "$p" ]; then
     notok "$p exists"

@@ -45,22 +45,12 @@ LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 LIB=${LTVFS_LIB:-$top_builddir/.libs/libltvfs.so}
 SQLITE3=${SQLITE3:-sqlite3}
 GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
-WORK=$top_builddir/tests/tmp/vfs_live
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir vfs_live
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
-if [ ! -f "$GOVFS" ]; then
-  echo "# Litestream Go VFS not found at $GOVFS (run check.sh or set LTVFS_GO_VFS): skipping"
-  exit 77
-fi
-GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
+require_sqlite3
+require_go_vfs
 if [ ! -x "$LTVFS" ]; then
   notok "$LTVFS exists"
   finish

@@ -29,17 +29,11 @@ LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 LTX_DIFFGEN=${LTX_DIFFGEN:-$top_builddir/tests/ltx_diffgen}
 LIB=${LTVFS_LIB:-$top_builddir/libltvfs}
 PAGESIZES=${VFS_PAGESIZES:-512 1024 2048 4096 8192 16384 32768 65536}
-WORK=$top_builddir/tests/tmp/vfs_pagesizes
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
+test_workdir vfs_pagesizes
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
+require_sqlite3
 for p in "$LTVFS" "$LTX_DIFFGEN"; do
   if [ ! -x "$p" ]; then
     notok "$p exists"

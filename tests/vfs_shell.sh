@@ -84,11 +84,9 @@ LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
 REPLICA_COPY=${REPLICA_COPY:-$top_builddir/tests/replica_copy}
 LTX_COMPACT_FILES=${LTX_COMPACT_FILES:-$top_builddir/tests/ltx_compact_files}
 FIXDIR=$(cd "$srcdir/tests/fixtures" && pwd)
-WORK=$top_builddir/tests/tmp/vfs_shell
-rm -rf "$WORK"
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
 LIB=$(cd "$top_builddir" && pwd)/libltvfs
+. "$srcdir/tests/lib_fixtures.sh"
+test_workdir vfs_shell
 # Every shell runs in CWD (so leftovers next to a database name show) with
 # its temp files in TMPD.
 CWD=$WORK/cwd
@@ -99,13 +97,9 @@ export SQLITE_TMPDIR=$TMPD
 unset LITESTREAM_REPLICA_URL LITESTREAM_POLL_INTERVAL LTVFS_CACHE_SIZE LTVFS_OPEN_TIMEOUT \
   LITESTREAM_LOG_FILE LITESTREAM_LOG_LEVEL
 
-. "$srcdir/tests/lib_fixtures.sh"
 . "$srcdir/tests/s3/env.sh"
 
-if ! command -v "$SQLITE3" >/dev/null 2>&1; then
-  echo "# sqlite3 shell not found: skipping"
-  exit 77
-fi
+require_sqlite3
 for p in "$LTVFS" "$top_builddir/libltvfs.so"; do
   if [ ! -e "$p" ]; then
     notok "$p exists"

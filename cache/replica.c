@@ -79,7 +79,8 @@ typedef struct rp_file {
   uint32_t page_size;
   uint32_t commit;
   ltx_index idx;
-  uint8_t *whole;               /* a small file's verified bytes, until cached */
+  atomic_int verified;          /* read whole and verified (small files) */
+  uint8_t *whole;               /* bytes read whole at load, until cached */
   char key[128];
   struct rp_file *next;         /* registry list */
 } rp_file;
@@ -135,7 +136,8 @@ struct replica {
   pthread_t poller;
   uint64_t poll_count;
 
-  atomic_uint_fast64_t requests, bytes_fetched, polls, poll_errors, coalesced;
+  store_counters io;            /* requests and bytes, counted by the store */
+  atomic_uint_fast64_t polls, poll_errors, coalesced;
   atomic_int_fast64_t last_poll_ok_ms;
 
   struct replica *next;         /* process-wide list */
@@ -213,34 +215,119 @@ typedef struct load_job {
   size_t n;
 } load_job;
 
-/* Files up to cfg.prefetch_max are read whole when their index is needed
-** (one request, as the suffix read would be) and verified completely:
-** frames, index and the file checksum, which is the only checksum a
-** NoChecksum (0x2) file has. Their pages then go straight into the page
-** cache. Larger files are read by runs; their frames are checked by LZ4 and
-** the frame header's pgno only, since the file checksum needs every byte. */
+/* Integrity. Litestream writes NoChecksum (0x2) files: the file checksum
+** over every byte is their only checksum. A file up to cfg.prefetch_max is
+** therefore fetched whole the first time a read needs one of its pages, and
+** verified completely (frames, index, file checksum) before any of its pages
+** is served; all its pages then go into the page cache. Files small enough
+** that reading their index is reading all of them are verified at load.
+** Frames of larger files are read by runs and checked by LZ4 and the frame
+** header (pgno) only. */
 
-static int load_whole(replica *r, rp_file *f, ltx_error *err) {
+/* Parses a whole file in buf: verifies everything, fills f's index and
+** header fields. */
+static int parse_whole(rp_file *f, const uint8_t *buf, size_t n, ltx_error *err) {
   ltx_header h;
   ltx_trailer t;
   size_t need = 0;
-  size_t n = (size_t)f->meta.size;
-  uint8_t *buf = malloc(n ? n : 1);
-  int rc;
-  if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
-  rc = store_read_range(r->st, f->key, 0, buf, n, err);
-  atomic_fetch_add(&r->requests, 1);
-  if (rc != LTX_OK) goto out;
-  atomic_fetch_add(&r->bytes_fetched, n);
-  rc = ltx_verify_buffer(buf, n, &h, &t, err);
-  if (rc == LTX_OK) rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
+  int rc = ltx_verify_buffer(buf, n, &h, &t, err);
+  if (rc == LTX_OK && f->idx.entries == NULL)
+    rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
   if (rc != LTX_OK) {
     ltx_error_prefix(err, "corrupt LTX file %s", f->key);
+    return rc;
+  }
+  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid)
+    return ltx_error_set(err, LTX_ERR_TXID,
+                         "corrupt LTX file %s: header TXIDs %016" PRIx64 "-%016" PRIx64
+                         " do not match the file name",
+                         f->key, h.min_txid, h.max_txid);
+  f->page_size = h.page_size;
+  f->commit = h.commit;
+  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
+  return LTX_OK;
+}
+
+/* Puts every page of a verified whole file into the page cache; out (may be
+** NULL) receives page pgno. */
+static void cache_all_pages(replica *r, rp_file *f, const uint8_t *buf, uint32_t pgno,
+                            uint8_t *out) {
+  uint8_t *page = malloc(f->page_size);
+  for (size_t i = 0; page != NULL && i < f->idx.n; i++) {
+    const ltx_page_entry *e = &f->idx.entries[i];
+    uint8_t *dst = (out != NULL && e->pgno == pgno) ? out : page;
+    if (ltx_frame_decode(buf + e->offset, e->size, e->pgno, f->page_size, dst, NULL) == LTX_OK)
+      page_cache_put(r->pc, f->id, e->pgno, dst, f->page_size);
+  }
+  free(page);
+}
+
+/* How much of a large file's tail to read for its index at first: the
+** index takes about 16 bytes per page, and a page costs at least ~30 bytes
+** in the file, so size/32 covers nearly every index in one read. */
+static size_t index_guess(uint64_t size) {
+  uint64_t g = size / 32;
+  if (g < LTX_INDEX_TAIL_GUESS) g = LTX_INDEX_TAIL_GUESS;
+  if (g > size) g = size;
+  if (g > (64u << 20)) g = 64u << 20;
+  return (size_t)g;
+}
+
+static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
+  rp_file *f = calloc(1, sizeof(*f));
+  uint8_t *tail = NULL;
+  uint8_t hdr[LTX_HEADER_SIZE];
+  size_t n_tail = index_guess(meta->size), need = 0;
+  ltx_header h;
+  int rc;
+  if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  atomic_init(&f->refs, 1);
+  f->meta = *meta;
+  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
+  tail = malloc(n_tail ? n_tail : 1);
+  if (tail == NULL) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
     goto out;
   }
-  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid) {
+  if (n_tail == meta->size) {
+    /* The whole file in one read: verify it now and cache its pages later
+    ** (f has no id yet). */
+    rc = store_read_range(r->st, f->key, 0, tail, n_tail, err);
+    if (rc == LTX_OK) rc = parse_whole(f, tail, n_tail, err);
+    if (rc != LTX_OK) goto out;
+    f->whole = tail;
+    tail = NULL;
+    atomic_store(&f->verified, 1);
+    goto out;
+  }
+  /* Header and tail at once (in parallel where the store can). */
+  {
+    store_range rr[2] = {{f->key, 0, hdr, sizeof(hdr), 0},
+                         {f->key, meta->size - n_tail, tail, n_tail, 0}};
+    rc = store_read_ranges(r->st, rr, 2, err);
+  }
+  if (rc == LTX_OK) rc = ltx_header_decode(hdr, &h, err);
+  if (rc == LTX_OK) {
+    rc = ltx_index_parse_tail(tail, n_tail, meta->size, &f->idx, &need, err);
+    if (rc == LTX_ERR_TRUNCATED && need > n_tail && need <= meta->size) {
+      uint8_t *bigger = realloc(tail, need);
+      if (bigger == NULL) {
+        rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
+        goto out;
+      }
+      tail = bigger;
+      n_tail = need;
+      rc = store_read_range(r->st, f->key, meta->size - n_tail, tail, n_tail, err);
+      if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n_tail, meta->size, &f->idx, &need, err);
+    }
+  }
+  if (rc != LTX_OK) {
+    ltx_error_prefix(err, "%s", f->key);
+    goto out;
+  }
+  if (h.min_txid != meta->min_txid || h.max_txid != meta->max_txid) {
     rc = ltx_error_set(err, LTX_ERR_TXID,
-                       "corrupt LTX file %s: header TXIDs %016" PRIx64 "-%016" PRIx64
+                       "%s: header TXIDs %016" PRIx64 "-%016" PRIx64
                        " do not match the file name",
                        f->key, h.min_txid, h.max_txid);
     goto out;
@@ -248,56 +335,14 @@ static int load_whole(replica *r, rp_file *f, ltx_error *err) {
   f->page_size = h.page_size;
   f->commit = h.commit;
   if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
-  f->whole = buf; /* its pages go to the page cache once f has an id */
-  buf = NULL;
 out:
-  free(buf);
-  return rc;
-}
-
-/* Puts every page of a file read whole into the page cache and drops the
-** raw bytes. */
-static void cache_whole(replica *r, rp_file *f) {
-  uint8_t *page = f->whole ? malloc(f->page_size) : NULL;
-  for (size_t i = 0; page != NULL && i < f->idx.n; i++) {
-    const ltx_page_entry *e = &f->idx.entries[i];
-    if (ltx_frame_decode(f->whole + e->offset, e->size, e->pgno, f->page_size, page, NULL) ==
-        LTX_OK)
-      page_cache_put(r->pc, f->id, e->pgno, page, f->page_size);
-  }
-  free(page);
-  free(f->whole);
-  f->whole = NULL;
-}
-
-static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
-  ltx_header h;
-  rp_file *f = calloc(1, sizeof(*f));
-  int rc;
-  if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-  atomic_init(&f->refs, 1);
-  f->meta = *meta;
-  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
-  if (meta->size <= r->cfg.prefetch_max) {
-    rc = load_whole(r, f, err);
-    if (rc != LTX_OK) {
-      ltx_index_free(&f->idx);
-      free(f);
-      return rc;
-    }
-    *out = f;
-    return LTX_OK;
-  }
-  rc = store_read_ltx_index(r->st, meta, &f->idx, &h, err);
-  /* One suffix read, plus a header read when the file is larger than it. */
-  atomic_fetch_add(&r->requests, meta->size > LTX_INDEX_TAIL_GUESS ? 2 : 1);
+  free(tail);
   if (rc != LTX_OK) {
+    ltx_index_free(&f->idx);
+    free(f->whole);
     free(f);
     return rc;
   }
-  f->page_size = h.page_size;
-  f->commit = h.commit;
-  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
   *out = f;
   return LTX_OK;
 }
@@ -381,8 +426,13 @@ static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file 
     r->registry = out[i];
   }
   pthread_mutex_unlock(&r->mutex);
-  for (size_t i = 0; i < n; i++)
-    if (out[i]->whole) cache_whole(r, out[i]);
+  for (size_t i = 0; i < n; i++) {
+    if (out[i]->whole) {
+      cache_all_pages(r, out[i], out[i]->whole, 0, NULL);
+      free(out[i]->whole);
+      out[i]->whole = NULL;
+    }
+  }
   *pout = out;
   out = NULL;
 out:
@@ -619,7 +669,6 @@ static void *list_worker(void *arg) {
     job->rcs[level] = store_list_level(job->r->st, level, job->after[level].min_txid,
                                        job->after[level].max_txid, &job->lists[level],
                                        &job->errs[level]);
-    atomic_fetch_add(&job->r->requests, 1);
   }
   return NULL;
 }
@@ -1000,9 +1049,7 @@ static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *
   int rc;
   if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for a %zu-byte read", len);
   rc = store_read_range(r->st, f->key, off, buf, len, err);
-  atomic_fetch_add(&r->requests, 1);
   if (rc != LTX_OK) goto out;
-  atomic_fetch_add(&r->bytes_fetched, len);
   page = malloc(f->page_size);
   if (page == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
@@ -1026,6 +1073,35 @@ static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *
   }
 out:
   free(page);
+  free(buf);
+  return rc;
+}
+
+/* Fetches the whole of a small file, verifies it, caches all its pages and
+** the page pgno into out. */
+static int fetch_whole(replica *r, rp_file *f, uint32_t pgno, uint8_t *out, ltx_error *err) {
+  size_t n = (size_t)f->meta.size;
+  uint8_t *buf = malloc(n ? n : 1);
+  ltx_header h;
+  int rc;
+  if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
+  rc = store_read_range(r->st, f->key, 0, buf, n, err);
+  if (rc != LTX_OK) goto out;
+  rc = ltx_verify_buffer(buf, n, &h, NULL, err);
+  if (rc != LTX_OK) {
+    ltx_error_prefix(err, "corrupt LTX file %s", f->key);
+    goto out;
+  }
+  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid ||
+      h.page_size != f->page_size) {
+    rc = ltx_error_set(err, LTX_ERR_TXID, "corrupt LTX file %s: header disagrees with its index read",
+                       f->key);
+    goto out;
+  }
+  memset(out, 0, f->page_size);
+  cache_all_pages(r, f, buf, pgno, out);
+  atomic_store(&f->verified, 1);
+out:
   free(buf);
   return rc;
 }
@@ -1056,13 +1132,22 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
     }
     break; /* holding r->mutex */
   }
-  run = next_run(r, ra, pgno, f->page_size);
-  {
+  int whole = !atomic_load(&f->verified) && f->meta.size <= r->cfg.prefetch_max;
+  if (whole) {
+    lo = 0;
+    hi = (uint32_t)f->idx.n;
+  } else {
+    /* The run: following frames of the same file, contiguous, that this
+    ** view still maps to this file and that are not cached already. */
     const ltx_page_entry *e = f->idx.entries;
     uint64_t bytes = e[lo].size;
+    run = next_run(r, ra, pgno, f->page_size);
     hi = lo + 1;
     while (hi < f->idx.n && hi - lo < run && e[hi].offset == e[hi - 1].offset + e[hi - 1].size &&
            bytes + e[hi].size <= RUN_MAX_BYTES && inflight_find(r, f->id, hi) == NULL) {
+      const rp_slot *ns = e[hi].pgno <= v->commit ? view_slot(v, e[hi].pgno) : NULL;
+      if (ns == NULL || ns->file != f || ns->ipos != hi) break;
+      if (page_cache_contains(r->pc, f->id, e[hi].pgno)) break;
       bytes += e[hi].size;
       hi++;
     }
@@ -1074,7 +1159,7 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
   r->inflight = &me;
   pthread_mutex_unlock(&r->mutex);
 
-  rc = fetch_run(r, f, lo, hi, out, err);
+  rc = whole ? fetch_whole(r, f, pgno, out, err) : fetch_run(r, f, lo, hi, out, err);
 
   pthread_mutex_lock(&r->mutex);
   for (rp_inflight **pp = &r->inflight; *pp; pp = &(*pp)->next) {
@@ -1142,7 +1227,9 @@ int replica_acquire(const char *url, const replica_config *cfg, replica **out,
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
     goto out;
   }
-  rc = store_open(url, &r->st, err);
+  store *inner = NULL;
+  rc = store_open(url, &inner, err);
+  if (rc == LTX_OK) rc = store_counting_wrap(inner, &r->io, &r->st, err);
   if (rc != LTX_OK) {
     free(r->url);
     free(r);
@@ -1203,8 +1290,8 @@ void replica_release(replica *r) {
 const char *replica_url(const replica *r) { return r->url; }
 
 void replica_stats(replica *r, replica_stat *out) {
-  out->requests = atomic_load(&r->requests);
-  out->bytes_fetched = atomic_load(&r->bytes_fetched);
+  out->requests = atomic_load(&r->io.requests);
+  out->bytes_fetched = atomic_load(&r->io.bytes);
   out->polls = atomic_load(&r->polls);
   out->poll_errors = atomic_load(&r->poll_errors);
   out->coalesced = atomic_load(&r->coalesced);

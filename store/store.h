@@ -12,6 +12,7 @@
 #ifndef LTVFS_STORE_H
 #define LTVFS_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,6 +125,15 @@ void store_close(store *st);
 int store_file_open(const char *dir, const char *url, store **out, ltx_error *err);
 /* "s3://BUCKET/PATH?endpoint=...&region=..." (see store/s3.c); thread-safe. */
 int store_s3_open(const char *url, store **out, ltx_error *err);
+
+/* Requests and bytes read through a counting store. */
+typedef struct store_counters {
+  atomic_uint_fast64_t requests; /* every call: LIST, GET, HEAD, PUT, DELETE; a batch counts each range */
+  atomic_uint_fast64_t bytes;    /* bytes read */
+} store_counters;
+/* Wraps inner (owned from now on, also on error) in a store that adds what
+** each call asks of inner to *c. */
+int store_counting_wrap(store *inner, store_counters *c, store **out, ltx_error *err);
 
 /* Convenience wrappers over st->ops. */
 int store_list(store *st, const char *prefix, const char *after, store_object_list *out,

@@ -45,6 +45,7 @@
 #define RUN_MIN 16u                 /* frames fetched by an isolated miss */
 #define RUN_MAX 4096u               /* frames fetched by one request of a scan */
 #define RUN_MAX_BYTES (8u << 20)    /* bytes fetched by one request */
+#define RUN_MAX_BRIDGE 32u          /* unneeded frames a run may carry along */
 #define POLL_BACKOFF_MAX_MS 30000
 #define FULL_LIST_EVERY 10          /* polls between listings of levels 1..9 */
 #define LOAD_THREADS 16
@@ -1137,20 +1138,29 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
     lo = 0;
     hi = (uint32_t)f->idx.n;
   } else {
-    /* The run: following frames of the same file, contiguous, that this
-    ** view still maps to this file and that are not cached already. */
+    /* The run: following contiguous frames of the same file. Frames the
+    ** view no longer maps to this file, or that are cached already, are
+    ** worth fetching only as a short bridge between useful ones (a request
+    ** costs more than a few KB); a longer stretch of them ends the run. */
     const ltx_page_entry *e = f->idx.entries;
     uint64_t bytes = e[lo].size;
+    uint32_t useful_end = lo + 1, skipped = 0;
     run = next_run(r, ra, pgno, f->page_size);
     hi = lo + 1;
     while (hi < f->idx.n && hi - lo < run && e[hi].offset == e[hi - 1].offset + e[hi - 1].size &&
            bytes + e[hi].size <= RUN_MAX_BYTES && inflight_find(r, f->id, hi) == NULL) {
       const rp_slot *ns = e[hi].pgno <= v->commit ? view_slot(v, e[hi].pgno) : NULL;
-      if (ns == NULL || ns->file != f || ns->ipos != hi) break;
-      if (page_cache_contains(r->pc, f->id, e[hi].pgno)) break;
+      int useful = ns != NULL && ns->file == f && ns->ipos == hi &&
+                   !page_cache_contains(r->pc, f->id, e[hi].pgno);
+      if (!useful && ++skipped > RUN_MAX_BRIDGE) break;
       bytes += e[hi].size;
       hi++;
+      if (useful) {
+        skipped = 0;
+        useful_end = hi;
+      }
     }
+    hi = useful_end;
   }
   me.file_id = f->id;
   me.lo = lo;

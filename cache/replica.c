@@ -322,6 +322,30 @@ static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_e
       if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n_tail, meta->size, &f->idx, &need, err);
     }
   }
+  if (rc != LTX_OK && rc != LTX_ERR_NOMEM && rc < 100) {
+    /* The ranges were computed from the listed size: an object whose size
+    ** differs from its listing (a store that lists objects still being
+    ** written) gives a tail that is not the end. Ask for the real end. */
+    size_t nread = 0;
+    uint64_t real = 0;
+    ltx_index_free(&f->idx);
+    rc = store_read_suffix(r->st, f->key, tail, n_tail, &nread, &real, err);
+    if (rc == LTX_OK && real != meta->size) {
+      rlog(2, "%s: listed as %" PRIu64 " bytes, reads as %" PRIu64, f->key, meta->size, real);
+      f->meta.size = real;
+    }
+    if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, nread, real, &f->idx, &need, err);
+    if (rc == LTX_ERR_TRUNCATED && need > nread && need <= real) {
+      uint8_t *bigger = realloc(tail, need);
+      if (bigger == NULL) {
+        rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
+        goto out;
+      }
+      tail = bigger;
+      rc = store_read_suffix(r->st, f->key, tail, need, &nread, &real, err);
+      if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, nread, real, &f->idx, &need, err);
+    }
+  }
   if (rc != LTX_OK) {
     ltx_error_prefix(err, "%s", f->key);
     goto out;
@@ -954,6 +978,21 @@ static int poll_once(replica *r, ltx_error *err) {
   }
   rc = LTX_OK;
 out:
+  if (rc != LTX_OK && ncand > 0) {
+    /* The listing moved past these files: keep them for the next poll, or
+    ** a file whose index read failed once would never be applied. */
+    pthread_mutex_lock(&r->mutex);
+    for (size_t i = 0; i < ncand; i++) {
+      int have = 0;
+      for (size_t j = 0; j < r->npending && !have; j++) have = same_file(&r->pending[j], &cand[i]);
+      if (have) continue;
+      store_ltx_file *np = realloc(r->pending, (r->npending + 1) * sizeof(*np));
+      if (np == NULL) break;
+      r->pending = np;
+      r->pending[r->npending++] = cand[i];
+    }
+    pthread_mutex_unlock(&r->mutex);
+  }
   if (files) {
     for (size_t i = 0; i < nchain; i++) file_release(files[i]);
     free(files);

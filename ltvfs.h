@@ -11,8 +11,9 @@
 ** SQL functions (optional last argument: the schema, e.g. 'main'):
 **   litestream_txid() litestream_lag() litestream_time()
 **   litestream_set_time(ts | 'LATEST') ltvfs_pinned_txid() ltvfs_stats()
+**   ltvfs_last_error()
 ** PRAGMAs litestream_txid, litestream_lag, litestream_time [= ts],
-**   ltvfs_pinned_txid, ltvfs_stats.
+**   ltvfs_pinned_txid, ltvfs_stats, ltvfs_last_error.
 ** Helpers: ltvfs_version(), ltvfs_restore(url, out_path [, txid]).
 */
 #ifndef LTVFS_H

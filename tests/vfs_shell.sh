@@ -1174,5 +1174,29 @@ sq_check "vanish: main@9 t_agg" G "$TAGG" "$(exp main 0000000000000009 t_agg)"
 sq_check "vanish: main@9 integrity" G "PRAGMA integrity_check;" ok
 sess_stop G
 
+# ltvfs_last_error(): SQLite words every read failure "disk I/O error"; the
+# reason (file, page, offset) is kept for the connection. A frame in the
+# middle of the last file is damaged and read lazily (prefetch_max=0).
+R7=$WORK/last-error
+mkrep "$R7" main '*.ltx'
+python3 - "$R7/ltx/0/$LASTF" <<'PYEOF'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+for i in range(20000, 20040):
+    b[i] ^= 0xff
+open(p, 'wb').write(b)
+PYEOF
+out=$(sh_out ".open '$(uri le "file://$R7" prefetch_max=0)'
+SELECT ltvfs_last_error() IS NULL;
+SELECT sum(length(payload)) FROM t;
+SELECT ltvfs_last_error();
+PRAGMA ltvfs_last_error;" || true)
+check "last error: none before a failure" "$(head -n 1 <<<"$out")" 1
+check_contains "last error: names the file" "$out" "$LASTF"
+check_contains "last error: names the page and offset" "$out" "at offset"
+check_error "last error: the sum failed with an I/O or corruption error" "$(cat "$WORK/last.err")"
+check "last error: the PRAGMA says the same" "$(tail -n 1 <<<"$out")" "$(tail -n 2 <<<"$out" | head -n 1)"
+
 echo "# run time $(($(now_ms) - T0)) ms"
 finish

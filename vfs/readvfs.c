@@ -221,6 +221,7 @@ typedef struct lt_file {
   int open_rc;          /* SQLITE_OK, or why the open failed (deferred) */
   char *open_err;
   char *name;
+  char last_error[600]; /* the last read failure, for ltvfs_last_error() */
 } lt_file;
 
 static sqlite3_vfs *g_base; /* the default VFS we wrap */
@@ -336,8 +337,9 @@ static int lt_read(sqlite3_file *pf, void *out, int amt, sqlite3_int64 off) {
     uint8_t *into = (inpage == 0 && take == ps) ? dst + done : p->page;
     int lrc = replica_read_page(p->rep, v, pgno, into, &p->ra, &err);
     if (lrc != LTX_OK) {
-      vlog(3, "read of page %u (TXID %016" PRIx64 ") failed: %s", pgno, replica_view_txid(v),
-           err.msg);
+      snprintf(p->last_error, sizeof(p->last_error), "read of page %u (TXID %016" PRIx64
+               ") failed: %s", pgno, replica_view_txid(v), err.msg);
+      vlog(3, "%s", p->last_error);
       return sqlite_code_for(lrc) == SQLITE_CANTOPEN ? SQLITE_IOERR_READ : sqlite_code_for(lrc);
     }
     if (into != dst + done) memcpy(dst + done, p->page + inpage, take);
@@ -486,8 +488,14 @@ static int file_pragma(lt_file *p, char **azArg) {
   int rc;
   if (strcasecmp(name, "litestream_txid") && strcasecmp(name, "litestream_lag") &&
       strcasecmp(name, "litestream_time") && strcasecmp(name, "ltvfs_stats") &&
-      strcasecmp(name, "ltvfs_pinned_txid"))
+      strcasecmp(name, "ltvfs_pinned_txid") && strcasecmp(name, "ltvfs_last_error"))
     return SQLITE_NOTFOUND;
+  if (strcasecmp(name, "ltvfs_last_error") == 0 && val == NULL) {
+    /* SQLite words every I/O error "disk I/O error"; the reason is here. */
+    const char *e = p->open_rc != SQLITE_OK ? p->open_err : p->last_error;
+    azArg[0] = e && *e ? sqlite3_mprintf("%s", e) : NULL;
+    return SQLITE_OK;
+  }
   if (p->open_rc != SQLITE_OK) {
     azArg[0] = sqlite3_mprintf("%s", p->open_err ? p->open_err : "open failed");
     return SQLITE_ERROR;
@@ -777,6 +785,17 @@ static void fn_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 static void fn_pinned(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   fn_pragma_like(ctx, argc, argv, "ltvfs_pinned_txid");
 }
+static void fn_last_error(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
+  lt_file *p = file_of(sqlite3_context_db_handle(ctx), schema);
+  char *az[3] = {NULL, (char *)"ltvfs_last_error", NULL};
+  if (p == NULL) { /* no replica here: no replica error either */
+    sqlite3_result_null(ctx);
+    return;
+  }
+  file_pragma(p, az);
+  result_owned_text(ctx, az[0]);
+}
 static void fn_lag(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   lt_file *p = call_file(ctx, argc, argv, 0, "litestream_lag");
   if (p) sqlite3_result_int64(ctx, replica_lag_seconds(p->rep));
@@ -803,6 +822,7 @@ int ltvfs_register_functions(sqlite3 *db) {
       {"litestream_txid", 0, 1, fn_txid},     {"litestream_lag", 0, 1, fn_lag},
       {"litestream_time", 0, 1, fn_time},     {"litestream_set_time", 1, 2, fn_set_time},
       {"ltvfs_pinned_txid", 0, 1, fn_pinned}, {"ltvfs_stats", 0, 1, fn_stats},
+      {"ltvfs_last_error", 0, 1, fn_last_error},
   };
   int rc = SQLITE_OK;
   for (size_t i = 0; i < sizeof(kFn) / sizeof(kFn[0]) && rc == SQLITE_OK; i++)

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "store/s3_xml.h"
 #include "store/store.h"
 #include "tests/testutil.h"
@@ -1111,6 +1112,89 @@ START_TEST(test_s3_fault_429_is_retried) {
 }
 END_TEST
 
+/* The read path over S3: 8 threads miss the same cold page at once while
+** every request takes 300 ms; one range GET serves all of them (the others
+** wait for the fetch in flight), and all get the same bytes. */
+typedef struct miss_job {
+  replica *r;
+  replica_view *v;
+  pthread_barrier_t *go;
+  uint8_t page[4096];
+  int rc;
+} miss_job;
+
+static void *miss_thread(void *arg) {
+  miss_job *j = arg;
+  ltx_error err = {0};
+  pthread_barrier_wait(j->go);
+  j->rc = replica_read_page(j->r, j->v, 20, j->page, NULL, &err);
+  return NULL;
+}
+
+START_TEST(test_s3_replica_coalesces_identical_misses) {
+  char zDir[1024], zUrl[1024];
+  store *st = open_at("coal", 1, NULL);
+  ltx_error err = {0};
+  replica *r = NULL;
+  replica_view *v = NULL;
+  replica_stat before, after;
+  pthread_barrier_t go;
+  pthread_t th[8];
+  miss_job jobs[8];
+  store_ltx_list l = {0};
+  store *fix = NULL;
+
+  /* The main fixture, copied into the S3 layout. */
+  fault_clear();
+  CK_OK(store_open(tu_fixture_path(zDir, sizeof(zDir), "main"), &fix, &err));
+  CK_OK(store_list_level(fix, 0, 0, 0, &l, &err));
+  for (size_t i = 0; i < l.n; i++) {
+    char zKey[128], zPath[1200];
+    size_t n = 0;
+    store_ltx_key(fix, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
+    snprintf(zPath, sizeof(zPath), "%s/%s", zDir, zKey);
+    uint8_t *a = tu_read_file(zPath, &n);
+    ck_assert_ptr_nonnull(a);
+    store_ltx_key(st, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
+    put_ok(st, zKey, a, n);
+    free(a);
+  }
+  store_ltx_list_free(&l);
+  store_close(fix);
+
+  snprintf(zUrl, sizeof(zUrl), "s3://" BUCKET "/coal?endpoint=http://127.0.0.1:%d",
+           srv.portProxy);
+  replica_config cfg = {60000, 64u << 20, 2000, 0}; /* every page lazily */
+  CK_OK(replica_acquire(zUrl, &cfg, &r, &err));
+  CK_OK(replica_latest(r, &v, &err));
+  ck_assert_uint_eq(replica_view_txid(v), 11);
+
+  fault("set?mode=latency&ms=300");
+  fault("reset-stats");
+  replica_stats(r, &before);
+  pthread_barrier_init(&go, NULL, 8);
+  for (int i = 0; i < 8; i++) {
+    jobs[i] = (miss_job){r, v, &go, {0}, -1};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, miss_thread, &jobs[i]), 0);
+  }
+  for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+  replica_stats(r, &after);
+  fault("stats");
+  ck_assert_msg(stat_field("requests") == 1, "%s", zLastStats);
+  ck_assert_uint_eq(after.requests - before.requests, 1);
+  ck_assert_uint_ge(after.coalesced - before.coalesced, 1);
+  for (int i = 0; i < 8; i++) {
+    ck_assert_int_eq(jobs[i].rc, LTX_OK);
+    ck_assert_mem_eq(jobs[i].page, jobs[0].page, sizeof(jobs[0].page));
+  }
+  pthread_barrier_destroy(&go);
+  fault_clear();
+  replica_view_release(v);
+  replica_release(r);
+  store_close(st);
+}
+END_TEST
+
 START_TEST(test_s3_fault_latency_within_deadline_works) {
   uint8_t *a, b[1000];
   store *st = fault_store("flat", "timeout-ms=3000", &a);
@@ -1409,6 +1493,7 @@ static Suite *s3_suite(void) {
   tcase_add_test(tc, test_s3_fault_503_burst_is_retried);
   tcase_add_test(tc, test_s3_fault_429_is_retried);
   tcase_add_test(tc, test_s3_fault_latency_within_deadline_works);
+  tcase_add_test(tc, test_s3_replica_coalesces_identical_misses);
   tcase_add_test(tc, test_s3_fault_latency_past_deadline_fails_in_time);
   tcase_add_test(tc, test_s3_fault_reset_mid_body_is_retried);
   tcase_add_test(tc, test_s3_fault_truncated_body_is_retried_never_short);

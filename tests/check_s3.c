@@ -1112,6 +1112,31 @@ START_TEST(test_s3_fault_429_is_retried) {
 }
 END_TEST
 
+/* Copies the main fixture's level-0 files with max TXID in [lo, hi] into
+** the S3 layout of st. */
+static void put_main_files(store *st, uint64_t lo, uint64_t hi) {
+  char zDir[1024];
+  store_ltx_list l = {0};
+  store *fix = NULL;
+  ltx_error err = {0};
+  CK_OK(store_open(tu_fixture_path(zDir, sizeof(zDir), "main"), &fix, &err));
+  CK_OK(store_list_level(fix, 0, 0, 0, &l, &err));
+  for (size_t i = 0; i < l.n; i++) {
+    char zKey[128], zPath[1200];
+    size_t n = 0;
+    if (l.files[i].max_txid < lo || l.files[i].max_txid > hi) continue;
+    store_ltx_key(fix, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
+    snprintf(zPath, sizeof(zPath), "%s/%s", zDir, zKey);
+    uint8_t *a = tu_read_file(zPath, &n);
+    ck_assert_ptr_nonnull(a);
+    store_ltx_key(st, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
+    put_ok(st, zKey, a, n);
+    free(a);
+  }
+  store_ltx_list_free(&l);
+  store_close(fix);
+}
+
 /* The read path over S3: 8 threads miss the same cold page at once while
 ** every request takes 300 ms; one range GET serves all of them (the others
 ** wait for the fetch in flight), and all get the same bytes. */
@@ -1132,7 +1157,7 @@ static void *miss_thread(void *arg) {
 }
 
 START_TEST(test_s3_replica_coalesces_identical_misses) {
-  char zDir[1024], zUrl[1024];
+  char zUrl[1024];
   store *st = open_at("coal", 1, NULL);
   ltx_error err = {0};
   replica *r = NULL;
@@ -1141,26 +1166,9 @@ START_TEST(test_s3_replica_coalesces_identical_misses) {
   pthread_barrier_t go;
   pthread_t th[8];
   miss_job jobs[8];
-  store_ltx_list l = {0};
-  store *fix = NULL;
 
-  /* The main fixture, copied into the S3 layout. */
   fault_clear();
-  CK_OK(store_open(tu_fixture_path(zDir, sizeof(zDir), "main"), &fix, &err));
-  CK_OK(store_list_level(fix, 0, 0, 0, &l, &err));
-  for (size_t i = 0; i < l.n; i++) {
-    char zKey[128], zPath[1200];
-    size_t n = 0;
-    store_ltx_key(fix, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
-    snprintf(zPath, sizeof(zPath), "%s/%s", zDir, zKey);
-    uint8_t *a = tu_read_file(zPath, &n);
-    ck_assert_ptr_nonnull(a);
-    store_ltx_key(st, 0, l.files[i].min_txid, l.files[i].max_txid, zKey, sizeof(zKey));
-    put_ok(st, zKey, a, n);
-    free(a);
-  }
-  store_ltx_list_free(&l);
-  store_close(fix);
+  put_main_files(st, 1, 11);
 
   snprintf(zUrl, sizeof(zUrl), "s3://" BUCKET "/coal?endpoint=http://127.0.0.1:%d",
            srv.portProxy);
@@ -1190,6 +1198,54 @@ START_TEST(test_s3_replica_coalesces_identical_misses) {
   pthread_barrier_destroy(&go);
   fault_clear();
   replica_view_release(v);
+  replica_release(r);
+  store_close(st);
+}
+END_TEST
+
+/* While the store fails, polls fail and back off; the view stays usable;
+** once the store answers again the poller catches up by itself. */
+START_TEST(test_s3_replica_poller_backs_off_and_recovers) {
+  char zUrl[1024];
+  store *st = open_at("recover", 0, NULL);
+  ltx_error err = {0};
+  replica *r = NULL;
+  replica_view *v = NULL;
+  replica_stat s0, s1;
+  put_main_files(st, 1, 5);
+  snprintf(zUrl, sizeof(zUrl),
+           "s3://" BUCKET "/recover?endpoint=http://127.0.0.1:%d&max-attempts=1&timeout-ms=2000",
+           srv.portProxy);
+  replica_config cfg = {50, 64u << 20, 2000, 4u << 20};
+  fault_clear();
+  CK_OK(replica_acquire(zUrl, &cfg, &r, &err));
+  CK_OK(replica_latest(r, &v, &err));
+  ck_assert_uint_eq(replica_view_txid(v), 5);
+  replica_view_release(v);
+
+  fault("set?mode=503&n=-1");
+  replica_stats(r, &s0);
+  usleep(1500 * 1000);
+  replica_stats(r, &s1);
+  /* 1.5 s at a 50 ms interval would be ~30 polls without backoff. */
+  ck_assert_uint_ge(s1.poll_errors - s0.poll_errors, 2);
+  ck_assert_uint_le(s1.polls - s0.polls, 8);
+  CK_OK(replica_latest(r, &v, &err)); /* the last view still serves */
+  ck_assert_uint_eq(replica_view_txid(v), 5);
+  replica_view_release(v);
+
+  fault_clear();
+  put_main_files(st, 6, 11);
+  uint64_t txid = 0;
+  for (int i = 0; i < 200 && txid != 11; i++) { /* backoff is capped: <= 10 s */
+    CK_OK(replica_latest(r, &v, &err));
+    txid = replica_view_txid(v);
+    replica_view_release(v);
+    if (txid != 11) usleep(50 * 1000);
+  }
+  ck_assert_uint_eq(txid, 11);
+  ck_assert_int_ge(replica_lag_seconds(r), 0);
+  ck_assert_int_le(replica_lag_seconds(r), 1);
   replica_release(r);
   store_close(st);
 }
@@ -1494,6 +1550,7 @@ static Suite *s3_suite(void) {
   tcase_add_test(tc, test_s3_fault_429_is_retried);
   tcase_add_test(tc, test_s3_fault_latency_within_deadline_works);
   tcase_add_test(tc, test_s3_replica_coalesces_identical_misses);
+  tcase_add_test(tc, test_s3_replica_poller_backs_off_and_recovers);
   tcase_add_test(tc, test_s3_fault_latency_past_deadline_fails_in_time);
   tcase_add_test(tc, test_s3_fault_reset_mid_body_is_retried);
   tcase_add_test(tc, test_s3_fault_truncated_body_is_retried_never_short);

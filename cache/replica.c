@@ -106,6 +106,7 @@ struct replica_view {
   rp_chunk **chunks;
   rp_file **files;              /* every file a slot may name (refs held) */
   size_t nfiles, cap_files;
+  size_t files_after_prune;     /* nfiles after the last prune */
   replica_view *replacement;    /* same TXID rebuilt after a file vanished */
 };
 
@@ -523,6 +524,7 @@ static replica_view *view_clone(const replica_view *prev) {
   }
   v->cap_files = prev->nfiles ? prev->nfiles : 1;
   v->nfiles = prev->nfiles;
+  v->files_after_prune = prev->files_after_prune;
   for (size_t i = 0; i < prev->nfiles; i++) {
     v->files[i] = prev->files[i];
     atomic_fetch_add(&v->files[i]->refs, 1);
@@ -622,11 +624,12 @@ static int ptr_cmp(const void *a, const void *b) {
 }
 
 /* Releases the files no slot names any more, so a long-polling view does
-** not pin every L0 file it ever applied. O(commit); run when files pile up. */
+** not pin every L0 file it ever applied. O(commit): run only when the file
+** list has doubled since the last prune. */
 static void view_prune_files(replica_view *v) {
   unsigned char *used;
   size_t n = 0;
-  if (v->nfiles < 32) return;
+  if (v->nfiles < 32 || v->nfiles < 2 * v->files_after_prune) return;
   qsort(v->files, v->nfiles, sizeof(*v->files), ptr_cmp);
   used = calloc(v->nfiles, 1);
   if (used == NULL) return;
@@ -647,6 +650,7 @@ static void view_prune_files(replica_view *v) {
     else file_release(v->files[i]);
   }
   v->nfiles = n;
+  v->files_after_prune = n;
   free(used);
 }
 
@@ -723,6 +727,7 @@ static int list_levels(replica *r, list_job *job, int first_level, int last_leve
     out->n = 0;
     if (out->files == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
     for (int l = first_level; l <= last_level && rc == LTX_OK; l++) {
+      if (job->lists[l].n == 0) continue;
       memcpy(out->files + out->n, job->lists[l].files, job->lists[l].n * sizeof(*out->files));
       out->n += job->lists[l].n;
     }

@@ -394,6 +394,78 @@ START_TEST(test_retention_replans_same_txid) {
 }
 END_TEST
 
+/* Writes an LTX file [txid, txid] of 4096-byte pages into DIR/ltx/0: a
+** snapshot of pages 1..commit when txid is 1, else the one page pgno; page
+** bytes are all `fill`. */
+static void write_ltx(const char *dir, uint64_t txid, uint32_t commit, uint32_t pgno, int fill) {
+  ltx_header h = {0};
+  ltx_encoder *e = NULL;
+  ltx_membuf mb = {0};
+  ltx_error err = {0};
+  uint8_t page[4096];
+  char path[PATH_CAP * 2], name[64];
+  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
+  h.page_size = sizeof(page);
+  h.commit = commit;
+  h.min_txid = h.max_txid = txid;
+  h.timestamp_ms = 1700000000000 + (int64_t)txid;
+  memset(page, fill, sizeof(page));
+  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err), 0);
+  for (uint32_t pg = txid == 1 ? 1 : pgno; pg <= (txid == 1 ? commit : pgno); pg++)
+    ck_assert_int_eq(ltx_encoder_put(e, pg, page, &err), 0);
+  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
+  ltx_encoder_free(e);
+  snprintf(path, sizeof(path), "%s/ltx/0/%s", dir, ltx_file_name(txid, txid, name));
+  ck_assert_int_eq(tu_write_file(path, mb.buf, mb.len), 0);
+  ltx_membuf_free(&mb);
+}
+
+/* Pages 1..10 after TXIDs 1..n where TXID t > 1 wrote page (t % 10) + 1
+** with bytes t & 0xff. */
+static void check_pages(replica *r, replica_view *v, uint64_t n) {
+  uint8_t page[4096];
+  ltx_error err = {0};
+  for (uint32_t pg = 1; pg <= 10; pg++) {
+    int want = 1;
+    for (uint64_t t = 2; t <= n; t++)
+      if ((uint32_t)(t % 10) + 1 == pg) want = (int)(t & 0xff);
+    ck_assert_int_eq(replica_read_page(r, v, pg, page, NULL, &err), 0);
+    ck_assert_msg(page[0] == want && page[4095] == want, "page %u after %llu: %d, want %d", pg,
+                  (unsigned long long)n, page[0], want);
+  }
+}
+
+/* Many one-page files: the views drop the files nothing maps any more
+** (at open and while polling) and every page still reads right. */
+START_TEST(test_many_files_pruned_views_stay_right) {
+  char l0[PATH_CAP], url[PATH_CAP];
+  replica *r = NULL;
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  replica_config cfg = kCfg;
+  cfg.cache_bytes = 0; /* every read goes to the files the map names */
+  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(l0), 0);
+  write_ltx(g_tmp, 1, 10, 0, 1);
+  for (uint64_t t = 2; t <= 60; t++) write_ltx(g_tmp, t, 10, (uint32_t)(t % 10) + 1, (int)t);
+  snprintf(url, sizeof(url), "file://%s", g_tmp);
+  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+  ck_assert_uint_eq(replica_view_txid(v), 60);
+  check_pages(r, v, 60);
+  replica_view_release(v);
+  for (uint64_t t = 61; t <= 200; t++) {
+    write_ltx(g_tmp, t, 10, (uint32_t)(t % 10) + 1, (int)t);
+    if (t % 20 == 0) {
+      wait_for_txid(r, t, &v);
+      check_pages(r, v, replica_view_txid(v));
+      replica_view_release(v);
+    }
+  }
+  replica_release(r);
+}
+END_TEST
+
 START_TEST(test_empty_replica_times_out) {
   char l0[PATH_CAP], url[PATH_CAP];
   replica *r = NULL;
@@ -430,6 +502,7 @@ static Suite *replica_suite(void) {
   tcase_add_test(tc, test_straddling_compaction_and_retention);
   tcase_add_test(tc, test_retention_replans_same_txid);
   tcase_add_test(tc, test_empty_replica_times_out);
+  tcase_add_test(tc, test_many_files_pruned_views_stay_right);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -79,6 +79,7 @@ typedef struct rp_file {
   store_ltx_file meta;
   uint32_t page_size;
   uint32_t commit;
+  int64_t header_ts_ms;         /* the LTX header's timestamp */
   ltx_index idx;
   atomic_int verified;          /* read whole and verified (small files) */
   uint8_t *whole;               /* bytes read whole at load, until cached */
@@ -246,6 +247,7 @@ static int parse_whole(rp_file *f, const uint8_t *buf, size_t n, ltx_error *err)
                          f->key, h.min_txid, h.max_txid);
   f->page_size = h.page_size;
   f->commit = h.commit;
+  f->header_ts_ms = h.timestamp_ms;
   if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
   return LTX_OK;
 }
@@ -360,6 +362,7 @@ static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_e
   }
   f->page_size = h.page_size;
   f->commit = h.commit;
+  f->header_ts_ms = h.timestamp_ms;
   if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
 out:
   free(tail);
@@ -614,7 +617,10 @@ static int view_apply(replica_view *v, rp_file *f, ltx_error *err) {
     return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for the page map");
   v->commit = f->commit;
   v->txid = f->meta.max_txid;
-  v->timestamp_ms = f->meta.timestamp_ms;
+  /* The header's time, not the listing's: immutable, to the millisecond
+  ** (S3 lists LastModified in whole seconds, at upload; a file store lists
+  ** an mtime a writer may still be setting). */
+  v->timestamp_ms = f->header_ts_ms;
   return LTX_OK;
 }
 

@@ -62,6 +62,18 @@ require_go_vfs() {
   GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
 }
 
+# start_test_s3: sources tests/s3/env.sh and starts the loopback S3 server
+# (ok), or reports why not (not ok, its output) and finishes the test.
+start_test_s3() {
+  . "$srcdir/tests/s3/env.sh"
+  if ! s3_env_start >"$WORK/s3env.out" 2>&1; then
+    notok "start the test S3 server"
+    diag <"$WORK/s3env.out"
+    finish
+  fi
+  ok "start the test S3 server ($S3_ENDPOINT)"
+}
+
 # sqlite3 rows joined with " ; " (the convention of expected.tsv).
 join_rows() { awk 'NR > 1 { printf " ; " } { printf "%s", $0 } END { print "" }'; }
 

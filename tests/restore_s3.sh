@@ -25,7 +25,6 @@ FIXDIR=$(cd "$srcdir/tests/fixtures" && pwd)
 
 . "$srcdir/tests/lib_fixtures.sh"
 test_workdir restore_s3
-. "$srcdir/tests/s3/env.sh"
 
 require_sqlite3
 if ! command -v node >/dev/null 2>&1; then
@@ -40,12 +39,7 @@ for p in "$LTVFS" "$REPLICA_COPY"; do
 done
 
 fixtures_load_queries
-if ! s3_env_start >"$WORK/s3env.out" 2>&1; then
-  notok "start the test S3 server"
-  diag <"$WORK/s3env.out"
-  finish
-fi
-ok "start the test S3 server ($S3_ENDPOINT)"
+start_test_s3
 
 s3_url() { echo "s3://$S3_BUCKET/$1?endpoint=$S3_ENDPOINT"; }
 

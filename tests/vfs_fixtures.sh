@@ -173,13 +173,7 @@ if ! command -v node >/dev/null 2>&1 || [ ! -x "$REPLICA_COPY" ]; then
   echo "# node or $REPLICA_COPY missing: skipping the S3 part"
   finish
 fi
-. "$srcdir/tests/s3/env.sh"
-if ! s3_env_start >"$WORK/s3env.out" 2>&1; then
-  notok "start the test S3 server"
-  diag <"$WORK/s3env.out"
-  finish
-fi
-ok "start the test S3 server ($S3_ENDPOINT)"
+start_test_s3
 s3_url() { echo "s3://$S3_BUCKET/$1?endpoint=$S3_ENDPOINT"; }
 for db in $(fixtures_dbs); do
   rc=0

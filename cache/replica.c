@@ -227,29 +227,41 @@ typedef struct load_job {
 ** Frames of larger files are read by runs and checked by LZ4 and the frame
 ** header (pgno) only. */
 
-/* Parses a whole file in buf: verifies everything, fills f's index and
-** header fields. */
+/* Takes from a header that names f's TXIDs what f needs to know. */
+static int adopt_header(rp_file *f, const ltx_header *h, ltx_error *err) {
+  if (h->min_txid != f->meta.min_txid || h->max_txid != f->meta.max_txid)
+    return ltx_error_set(err, LTX_ERR_TXID,
+                         "%s: header TXIDs %016" PRIx64 "-%016" PRIx64
+                         " do not match the file name",
+                         f->key, h->min_txid, h->max_txid);
+  f->page_size = h->page_size;
+  f->commit = h->commit;
+  f->header_ts_ms = h->timestamp_ms;
+  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h->timestamp_ms;
+  return LTX_OK;
+}
+
+/* Verifies a whole file in buf (frames, index, file checksum) and that its
+** header names f's TXIDs; h receives the header. */
+static int verify_whole(const rp_file *f, const uint8_t *buf, size_t n, ltx_header *h,
+                        ltx_error *err) {
+  int rc = ltx_verify_buffer(buf, n, h, NULL, err);
+  if (rc == LTX_OK && (h->min_txid != f->meta.min_txid || h->max_txid != f->meta.max_txid))
+    rc = ltx_error_set(err, LTX_ERR_TXID,
+                       "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
+                       h->min_txid, h->max_txid);
+  if (rc != LTX_OK) ltx_error_prefix(err, "corrupt LTX file %s", f->key);
+  return rc;
+}
+
+/* A whole file read at load: verified, its index parsed, its header adopted. */
 static int parse_whole(rp_file *f, const uint8_t *buf, size_t n, ltx_error *err) {
   ltx_header h;
-  ltx_trailer t;
   size_t need = 0;
-  int rc = ltx_verify_buffer(buf, n, &h, &t, err);
-  if (rc == LTX_OK && f->idx.entries == NULL)
-    rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
-  if (rc != LTX_OK) {
-    ltx_error_prefix(err, "corrupt LTX file %s", f->key);
-    return rc;
-  }
-  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid)
-    return ltx_error_set(err, LTX_ERR_TXID,
-                         "corrupt LTX file %s: header TXIDs %016" PRIx64 "-%016" PRIx64
-                         " do not match the file name",
-                         f->key, h.min_txid, h.max_txid);
-  f->page_size = h.page_size;
-  f->commit = h.commit;
-  f->header_ts_ms = h.timestamp_ms;
-  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
-  return LTX_OK;
+  int rc = verify_whole(f, buf, n, &h, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
+  if (rc == LTX_OK) rc = adopt_header(f, &h, err);
+  return rc;
 }
 
 /* Puts every page of a verified whole file into the page cache; out (may be
@@ -277,11 +289,31 @@ static size_t index_guess(uint64_t size) {
   return (size_t)g;
 }
 
+/* Parses f's index from *ptail, the last n bytes of an object of size
+** bytes. An index longer than that is read once more, whole: by range, or by
+** suffix when by_suffix (then the object's real size counts). */
+static int index_from_tail(replica *r, rp_file *f, uint8_t **ptail, size_t n, uint64_t size,
+                           int by_suffix, ltx_error *err) {
+  size_t need = 0, nread;
+  uint64_t real = size;
+  uint8_t *bigger;
+  int rc = ltx_index_parse_tail(*ptail, n, size, &f->idx, &need, err);
+  if (rc != LTX_ERR_TRUNCATED || need <= n || need > size) return rc;
+  bigger = realloc(*ptail, need);
+  if (bigger == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
+  *ptail = bigger;
+  nread = need;
+  if (by_suffix) rc = store_read_suffix(r->st, f->key, bigger, need, &nread, &real, err);
+  else rc = store_read_range(r->st, f->key, size - need, bigger, need, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(bigger, nread, real, &f->idx, &need, err);
+  return rc;
+}
+
 static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
   rp_file *f = calloc(1, sizeof(*f));
   uint8_t *tail = NULL;
   uint8_t hdr[LTX_HEADER_SIZE];
-  size_t n_tail = index_guess(meta->size), need = 0;
+  size_t n_tail = index_guess(meta->size);
   ltx_header h;
   int rc;
   if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
@@ -311,20 +343,9 @@ static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_e
     rc = store_read_ranges(r->st, rr, 2, err);
   }
   if (rc == LTX_OK) rc = ltx_header_decode(hdr, &h, err);
-  if (rc == LTX_OK) {
-    rc = ltx_index_parse_tail(tail, n_tail, meta->size, &f->idx, &need, err);
-    if (rc == LTX_ERR_TRUNCATED && need > n_tail && need <= meta->size) {
-      uint8_t *bigger = realloc(tail, need);
-      if (bigger == NULL) {
-        rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
-        goto out;
-      }
-      tail = bigger;
-      n_tail = need;
-      rc = store_read_range(r->st, f->key, meta->size - n_tail, tail, n_tail, err);
-      if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n_tail, meta->size, &f->idx, &need, err);
-    }
-  }
+  if (rc == LTX_OK) rc = adopt_header(f, &h, err);
+  if (rc != LTX_OK) goto out;
+  rc = index_from_tail(r, f, &tail, n_tail, meta->size, 0, err);
   if (rc != LTX_OK && rc != LTX_ERR_NOMEM && rc < 100) {
     /* The ranges were computed from the listed size: an object whose size
     ** differs from its listing (a store that lists objects still being
@@ -337,34 +358,10 @@ static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_e
       rlog(2, "%s: listed as %" PRIu64 " bytes, reads as %" PRIu64, f->key, meta->size, real);
       f->meta.size = real;
     }
-    if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, nread, real, &f->idx, &need, err);
-    if (rc == LTX_ERR_TRUNCATED && need > nread && need <= real) {
-      uint8_t *bigger = realloc(tail, need);
-      if (bigger == NULL) {
-        rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
-        goto out;
-      }
-      tail = bigger;
-      rc = store_read_suffix(r->st, f->key, tail, need, &nread, &real, err);
-      if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, nread, real, &f->idx, &need, err);
-    }
+    if (rc == LTX_OK) rc = index_from_tail(r, f, &tail, nread, real, 1, err);
   }
-  if (rc != LTX_OK) {
-    ltx_error_prefix(err, "%s", f->key);
-    goto out;
-  }
-  if (h.min_txid != meta->min_txid || h.max_txid != meta->max_txid) {
-    rc = ltx_error_set(err, LTX_ERR_TXID,
-                       "%s: header TXIDs %016" PRIx64 "-%016" PRIx64
-                       " do not match the file name",
-                       f->key, h.min_txid, h.max_txid);
-    goto out;
-  }
-  f->page_size = h.page_size;
-  f->commit = h.commit;
-  f->header_ts_ms = h.timestamp_ms;
-  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h.timestamp_ms;
 out:
+  if (rc != LTX_OK && strstr(err->msg, f->key) == NULL) ltx_error_prefix(err, "%s", f->key);
   free(tail);
   if (rc != LTX_OK) {
     ltx_index_free(&f->idx);
@@ -1137,22 +1134,15 @@ static int fetch_whole(replica *r, rp_file *f, uint32_t pgno, uint8_t *out, ltx_
   int rc;
   if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
   rc = store_read_range(r->st, f->key, 0, buf, n, err);
-  if (rc != LTX_OK) goto out;
-  rc = ltx_verify_buffer(buf, n, &h, NULL, err);
-  if (rc != LTX_OK) {
-    ltx_error_prefix(err, "corrupt LTX file %s", f->key);
-    goto out;
+  if (rc == LTX_OK) rc = verify_whole(f, buf, n, &h, err);
+  if (rc == LTX_OK && h.page_size != f->page_size)
+    rc = ltx_error_set(err, LTX_ERR_PAGE_SIZE, "corrupt LTX file %s: page size %u, was %u",
+                       f->key, h.page_size, f->page_size);
+  if (rc == LTX_OK) {
+    memset(out, 0, f->page_size);
+    cache_all_pages(r, f, buf, pgno, out);
+    atomic_store(&f->verified, 1);
   }
-  if (h.min_txid != f->meta.min_txid || h.max_txid != f->meta.max_txid ||
-      h.page_size != f->page_size) {
-    rc = ltx_error_set(err, LTX_ERR_TXID, "corrupt LTX file %s: header disagrees with its index read",
-                       f->key);
-    goto out;
-  }
-  memset(out, 0, f->page_size);
-  cache_all_pages(r, f, buf, pgno, out);
-  atomic_store(&f->verified, 1);
-out:
   free(buf);
   return rc;
 }

@@ -220,7 +220,6 @@ typedef struct lt_file {
   uint32_t page_cap;
   int open_rc;          /* SQLITE_OK, or why the open failed (deferred) */
   char *open_err;
-  char *name;
   char last_error[600]; /* the last read failure, for ltvfs_last_error() */
 } lt_file;
 
@@ -274,7 +273,6 @@ static int lt_close(sqlite3_file *pf) {
   if (p->rep) replica_release(p->rep);
   free(p->page);
   free(p->open_err);
-  free(p->name);
   memset(p, 0, sizeof(*p));
   return SQLITE_OK;
 }
@@ -601,7 +599,6 @@ static int lt_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
   memset(p, 0, sizeof(*p));
   p->base.pMethods = &lt_io_methods;
   p->pin_time_ms = -1;
-  p->name = strdup(zName ? zName : "");
   rc = open_replica(p, zName, &err);
   if (rc != LTX_OK) {
     p->open_rc = SQLITE_CANTOPEN;

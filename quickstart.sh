@@ -20,4 +20,11 @@ printf '\nThe same from inside SQLite, through the loadable extension:\n'
 run sqlite3 :memory: ".load ./libltvfs" \
   "SELECT ltvfs_restore('$REPLICA', '$OUT/sql.db', '2') AS txid;"
 run sqlite3 "$OUT/sql.db" "SELECT count(*) FROM t;"
+printf '\nNo restore at all: the replica itself as a live, read-only database (VFS litestream):\n'
+run sqlite3 :memory: ".load ./libltvfs" \
+  ".open 'file:app.db?vfs=litestream&replica=$REPLICA'" \
+  "SELECT litestream_txid() AS txid, count(*) AS rows, sum(id) AS sum_id FROM t;"
+run sqlite3 :memory: ".load ./libltvfs" \
+  ".open 'file:app.db?vfs=litestream&replica=$REPLICA&txid=4'" \
+  "SELECT litestream_txid() AS txid, count(*) AS rows FROM t; PRAGMA integrity_check;"
 printf '\nDone: restored databases are in %s/.\n' "$OUT"

@@ -219,34 +219,55 @@ static uint64_t wait_for_txid(replica *r, uint64_t want, replica_view **out) {
   return 0;
 }
 
+/* A replica at g_tmp being filled with the main fixture's level-0 files,
+** one per TXID 1..11. */
+typedef struct main_replica {
+  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP];
+  char names[16][64];
+} main_replica;
+
+static void main_replica_init(main_replica *m) {
+  tu_fixture_path(m->src, sizeof(m->src), "main/ltx/0");
+  ck_assert_int_eq(list_names(m->src, m->names, 16), 11);
+  snprintf(m->l0, sizeof(m->l0), "%s/ltx/0", g_tmp);
+  ck_assert_int_eq(tu_mkdirs(m->l0), 0);
+  snprintf(m->url, sizeof(m->url), "file://%s", g_tmp);
+}
+
+/* Copies the files of TXIDs lo..hi into the replica's level 0. */
+static void main_replica_add(main_replica *m, int lo, int hi) {
+  char from[PATH_CAP * 2], to[PATH_CAP * 2];
+  for (int t = lo; t <= hi; t++) {
+    snprintf(from, sizeof(from), "%s/%s", m->src, m->names[t - 1]);
+    snprintf(to, sizeof(to), "%s/%s", m->l0, m->names[t - 1]);
+    copy_file(from, to);
+  }
+}
+
+/* Removes the level-0 files of TXIDs lo..hi (retention). */
+static void main_replica_remove(main_replica *m, int lo, int hi) {
+  char to[PATH_CAP * 2];
+  for (int t = lo; t <= hi; t++) {
+    snprintf(to, sizeof(to), "%s/%s", m->l0, m->names[t - 1]);
+    ck_assert_int_eq(unlink(to), 0);
+  }
+}
+
 START_TEST(test_poll_follows_new_files) {
-  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
-  char names[32][64];
+  main_replica m;
   replica *r = NULL;
   replica_view *v = NULL;
   ltx_error err = {0};
-  int n;
-  tu_fixture_path(src, sizeof(src), "main/ltx/0");
-  n = list_names(src, names, 32);
-  ck_assert_int_eq(n, 11);
-  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
-  ck_assert_int_eq(tu_mkdirs(l0), 0);
-  for (int i = 0; i < 3; i++) {
-    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    copy_file(from, to);
-  }
-  snprintf(url, sizeof(url), "file://%s", g_tmp);
-  ck_assert_int_eq(replica_acquire(url, &kCfg, &r, &err), 0);
+  main_replica_init(&m);
+  main_replica_add(&m, 1, 3);
+  ck_assert_int_eq(replica_acquire(m.url, &kCfg, &r, &err), 0);
   ck_assert_int_eq(replica_latest(r, &v, &err), 0);
   ck_assert_uint_eq(replica_view_txid(v), 3);
   replica_view_release(v);
-  for (int i = 3; i < n; i++) { /* one new file at a time, to the final VACUUM */
-    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    copy_file(from, to);
-    wait_for_txid(r, (uint64_t)i + 1, &v);
-    ck_assert_int_eq(compare_with_restore(r, v, url, "poll"), 0);
+  for (int t = 4; t <= 11; t++) { /* one new file at a time, to the final VACUUM */
+    main_replica_add(&m, t, t);
+    wait_for_txid(r, (uint64_t)t, &v);
+    ck_assert_int_eq(compare_with_restore(r, v, m.url, "poll"), 0);
     replica_view_release(v);
   }
   replica_release(r);
@@ -294,8 +315,7 @@ static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
 }
 
 START_TEST(test_straddling_compaction_and_retention) {
-  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
-  char names[32][64];
+  main_replica m;
   replica *r = NULL;
   replica_view *v = NULL, *held = NULL;
   ltx_error err = {0};
@@ -303,37 +323,22 @@ START_TEST(test_straddling_compaction_and_retention) {
   ** cannot hide behind a cached page. */
   replica_config cfg = kCfg;
   cfg.cache_bytes = 0;
-  tu_fixture_path(src, sizeof(src), "main/ltx/0");
-  ck_assert_int_eq(list_names(src, names, 32), 11);
-  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
-  ck_assert_int_eq(tu_mkdirs(l0), 0);
-  for (int i = 0; i < 8; i++) {
-    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    copy_file(from, to);
-  }
-  snprintf(url, sizeof(url), "file://%s", g_tmp);
-  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  main_replica_init(&m);
+  main_replica_add(&m, 1, 8);
+  ck_assert_int_eq(replica_acquire(m.url, &cfg, &r, &err), 0);
   ck_assert_int_eq(replica_latest(r, &held, &err), 0);
   ck_assert_uint_eq(replica_view_txid(held), 8);
 
   /* The writer moves on to 9 and 10 and compacts 5..10 into L1: that file
   ** straddles our TXID 8. Then retention removes L0 files 1..10. */
-  for (int i = 8; i < 10; i++) {
-    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    copy_file(from, to);
-  }
-  compact_to_l1(l0, names, 1, 4);
-  compact_to_l1(l0, names, 5, 10);
-  for (int i = 0; i < 10; i++) {
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    ck_assert_int_eq(unlink(to), 0);
-  }
+  main_replica_add(&m, 9, 10);
+  compact_to_l1(m.l0, m.names, 1, 4);
+  compact_to_l1(m.l0, m.names, 5, 10);
+  main_replica_remove(&m, 1, 10);
   /* The poller finds 10 through the straddling L1 file. */
   wait_for_txid(r, 10, &v);
   ck_assert_uint_eq(replica_view_txid(v), 10);
-  ck_assert_int_eq(compare_with_restore(r, v, url, "straddle"), 0);
+  ck_assert_int_eq(compare_with_restore(r, v, m.url, "straddle"), 0);
   replica_view_release(v);
 
   /* A reader still on TXID 8 (its files are gone) gets the same bytes: its
@@ -349,11 +354,9 @@ START_TEST(test_straddling_compaction_and_retention) {
   replica_view_release(held);
 
   /* The last file appears in L0 on top of the compacted state. */
-  snprintf(from, sizeof(from), "%s/%s", src, names[10]);
-  snprintf(to, sizeof(to), "%s/%s", l0, names[10]);
-  copy_file(from, to);
+  main_replica_add(&m, 11, 11);
   wait_for_txid(r, 11, &v);
-  ck_assert_int_eq(compare_with_restore(r, v, url, "after"), 0);
+  ck_assert_int_eq(compare_with_restore(r, v, m.url, "after"), 0);
   replica_view_release(v);
   replica_release(r);
 }
@@ -362,33 +365,21 @@ END_TEST
 /* Retention under a reader whose TXID is still reachable through the
 ** compacted file: reads re-plan and serve identical bytes. */
 START_TEST(test_retention_replans_same_txid) {
-  char src[PATH_CAP], l0[PATH_CAP], url[PATH_CAP], from[PATH_CAP * 3], to[PATH_CAP * 3];
-  char names[32][64];
+  main_replica m;
   replica *r = NULL;
   replica_view *v = NULL;
   ltx_error err = {0};
   replica_config cfg = kCfg;
   cfg.cache_bytes = 0;
   cfg.poll_ms = 60000; /* no poll in this test: the read itself must cope */
-  tu_fixture_path(src, sizeof(src), "main/ltx/0");
-  ck_assert_int_eq(list_names(src, names, 32), 11);
-  snprintf(l0, sizeof(l0), "%s/ltx/0", g_tmp);
-  ck_assert_int_eq(tu_mkdirs(l0), 0);
-  for (int i = 0; i < 6; i++) {
-    snprintf(from, sizeof(from), "%s/%s", src, names[i]);
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    copy_file(from, to);
-  }
-  snprintf(url, sizeof(url), "file://%s", g_tmp);
-  ck_assert_int_eq(replica_acquire(url, &cfg, &r, &err), 0);
+  main_replica_init(&m);
+  main_replica_add(&m, 1, 6);
+  ck_assert_int_eq(replica_acquire(m.url, &cfg, &r, &err), 0);
   ck_assert_int_eq(replica_latest(r, &v, &err), 0);
   ck_assert_uint_eq(replica_view_txid(v), 6);
-  compact_to_l1(l0, names, 1, 6);
-  for (int i = 0; i < 6; i++) {
-    snprintf(to, sizeof(to), "%s/%s", l0, names[i]);
-    ck_assert_int_eq(unlink(to), 0);
-  }
-  ck_assert_int_eq(compare_with_restore(r, v, url, "replan"), 0);
+  compact_to_l1(m.l0, m.names, 1, 6);
+  main_replica_remove(&m, 1, 6);
+  ck_assert_int_eq(compare_with_restore(r, v, m.url, "replan"), 0);
   replica_view_release(v);
   replica_release(r);
 }

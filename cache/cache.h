@@ -101,6 +101,8 @@ typedef struct replica_stat {
   uint64_t polls, poll_errors;
   uint64_t coalesced;    /* misses served by another reader's fetch */
   int64_t last_poll_ok_ms; /* -1 before the first good poll */
+  char last_poll_error[512]; /* why the last poll failed, "" if it did not */
+  size_t pending_files;  /* listed, newer than the latest view, not applied */
   page_cache_stat cache;
 } replica_stat;
 
@@ -139,8 +141,14 @@ int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
 
 void replica_stats(replica *r, replica_stat *out);
 
-/* Where the replica's background work reports (level 0 debug, 1 info,
-** 2 warn, 3 error); NULL (the default) drops the messages. */
+/* Where the replica's background work reports; NULL (the default) drops
+** the messages. */
+enum {
+  REPLICA_LOG_DEBUG = 0,
+  REPLICA_LOG_INFO = 1,
+  REPLICA_LOG_WARN = 2,
+  REPLICA_LOG_ERROR = 3
+};
 typedef void (*replica_log_fn)(int level, const char *msg);
 void replica_set_log(replica_log_fn fn);
 /* Seconds since the last successful poll, -1 before one. */

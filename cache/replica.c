@@ -48,13 +48,16 @@
 #define RUN_MAX_BRIDGE 32u          /* unneeded frames a run may carry along */
 #define POLL_BACKOFF_MAX_MS 30000
 #define FULL_LIST_EVERY 10          /* polls between listings of levels 1..9 */
+#define POLL_WARN_EVERY_MS 30000    /* a failure that persists is logged this often */
+#define CLOSE_WAIT_MS 1000          /* replica_release waits this long for a poll */
 #define LOAD_THREADS 16
 
 /* ---- logging ---- */
 
-static replica_log_fn g_log;
+/* Set by the VFS at any time, read by background threads: atomic. */
+static _Atomic(replica_log_fn) g_log;
 
-void replica_set_log(replica_log_fn fn) { g_log = fn; }
+void replica_set_log(replica_log_fn fn) { atomic_store(&g_log, fn); }
 
 static void rlog(int level, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -64,11 +67,12 @@ static void rlog(int level, const char *fmt, ...)
 static void rlog(int level, const char *fmt, ...) {
   char msg[768];
   va_list ap;
-  if (g_log == NULL) return;
+  replica_log_fn fn = atomic_load(&g_log);
+  if (fn == NULL) return;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  g_log(level, msg);
+  fn(level, msg);
 }
 
 /* ---- types ---- */
@@ -134,7 +138,14 @@ struct replica {
   store_ltx_file seen[STORE_MAX_LEVEL + 1]; /* last file listed per level */
   store_ltx_file *pending;      /* listed, newer than latest, not applied yet */
   size_t npending;
-  int poller_started;
+  rp_file **held;               /* loaded by the last poll, not applied yet */
+  size_t nheld;
+  int list_all_next;            /* the next poll lists every level */
+  char poll_error[512];         /* the last poll's failure, "" after a good one */
+  int64_t poll_warned_ms;       /* when a poll failure was last logged as a warning */
+  int poller_started;           /* r->poller was created (join it) */
+  int poller_running;           /* ... and has not ended */
+  int orphaned;                 /* released while polling: the poller frees r */
   int stop;
   pthread_t poller;
   uint64_t poll_count;
@@ -250,7 +261,6 @@ static int verify_whole(const rp_file *f, const uint8_t *buf, size_t n, ltx_head
     rc = ltx_error_set(err, LTX_ERR_TXID,
                        "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
                        h->min_txid, h->max_txid);
-  if (rc != LTX_OK) ltx_error_prefix(err, "corrupt LTX file %s", f->key);
   return rc;
 }
 
@@ -290,82 +300,109 @@ static size_t index_guess(uint64_t size) {
 }
 
 /* Parses f's index from *ptail, the last n bytes of an object of size
-** bytes. An index longer than that is read once more, whole: by range, or by
-** suffix when by_suffix (then the object's real size counts). */
+** bytes; an index longer than that is read once more, whole. */
 static int index_from_tail(replica *r, rp_file *f, uint8_t **ptail, size_t n, uint64_t size,
-                           int by_suffix, ltx_error *err) {
-  size_t need = 0, nread;
-  uint64_t real = size;
+                           ltx_error *err) {
+  size_t need = 0;
   uint8_t *bigger;
   int rc = ltx_index_parse_tail(*ptail, n, size, &f->idx, &need, err);
   if (rc != LTX_ERR_TRUNCATED || need <= n || need > size) return rc;
   bigger = realloc(*ptail, need);
   if (bigger == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
   *ptail = bigger;
-  nread = need;
-  if (by_suffix) rc = store_read_suffix(r->st, f->key, bigger, need, &nread, &real, err);
-  else rc = store_read_range(r->st, f->key, size - need, bigger, need, err);
-  if (rc == LTX_OK) rc = ltx_index_parse_tail(bigger, nread, real, &f->idx, &need, err);
+  rc = store_read_range(r->st, f->key, size - need, bigger, need, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(bigger, need, size, &f->idx, &need, err);
   return rc;
 }
 
-static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
-  rp_file *f = calloc(1, sizeof(*f));
-  uint8_t *tail = NULL;
-  uint8_t hdr[LTX_HEADER_SIZE];
-  size_t n_tail = index_guess(meta->size);
+/* The smallest valid LTX file: header, terminator, empty index, trailer. */
+#define LTX_MIN_FILE (LTX_HEADER_SIZE + 6 + 1 + 8 + 16)
+
+/* Loads f (f->meta.size taken as the object's size): its header and page
+** index, or the whole file verified when that is one read anyway. */
+static int load_sized(replica *r, rp_file *f, ltx_error *err) {
+  uint64_t size = f->meta.size;
+  size_t n_tail = index_guess(size);
+  uint8_t hdr[LTX_HEADER_SIZE], *tail = NULL;
   ltx_header h;
   int rc;
-  if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-  atomic_init(&f->refs, 1);
-  f->meta = *meta;
-  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
-  tail = malloc(n_tail ? n_tail : 1);
-  if (tail == NULL) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
-    goto out;
-  }
-  if (n_tail == meta->size) {
+
+  if (size < LTX_MIN_FILE)
+    return ltx_error_set(err, LTX_ERR_TRUNCATED,
+                         "%" PRIu64 " bytes, shorter than any LTX file (%d)", size, LTX_MIN_FILE);
+  tail = malloc(n_tail);
+  if (tail == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
+  if (n_tail == size) {
     /* The whole file in one read: verify it now and cache its pages later
     ** (f has no id yet). */
     rc = store_read_range(r->st, f->key, 0, tail, n_tail, err);
     if (rc == LTX_OK) rc = parse_whole(f, tail, n_tail, err);
-    if (rc != LTX_OK) goto out;
-    f->whole = tail;
-    tail = NULL;
-    atomic_store(&f->verified, 1);
+    if (rc == LTX_OK) {
+      f->whole = tail;
+      tail = NULL;
+      atomic_store(&f->verified, 1);
+    }
     goto out;
   }
   /* Header and tail at once (in parallel where the store can). */
   {
     store_range rr[2] = {{f->key, 0, hdr, sizeof(hdr), 0},
-                         {f->key, meta->size - n_tail, tail, n_tail, 0}};
+                         {f->key, size - n_tail, tail, n_tail, 0}};
     rc = store_read_ranges(r->st, rr, 2, err);
   }
   if (rc == LTX_OK) rc = ltx_header_decode(hdr, &h, err);
   if (rc == LTX_OK) rc = adopt_header(f, &h, err);
-  if (rc != LTX_OK) goto out;
-  rc = index_from_tail(r, f, &tail, n_tail, meta->size, 0, err);
-  if (rc != LTX_OK && rc != LTX_ERR_NOMEM && rc < 100) {
-    /* The ranges were computed from the listed size: an object whose size
-    ** differs from its listing (a store that lists objects still being
-    ** written) gives a tail that is not the end. Ask for the real end. */
-    size_t nread = 0;
-    uint64_t real = 0;
-    ltx_index_free(&f->idx);
-    rc = store_read_suffix(r->st, f->key, tail, n_tail, &nread, &real, err);
-    if (rc == LTX_OK && real != meta->size) {
-      rlog(2, "%s: listed as %" PRIu64 " bytes, reads as %" PRIu64, f->key, meta->size, real);
-      f->meta.size = real;
-    }
-    if (rc == LTX_OK) rc = index_from_tail(r, f, &tail, nread, real, 1, err);
-  }
+  if (rc == LTX_OK) rc = index_from_tail(r, f, &tail, n_tail, size, err);
 out:
-  if (rc != LTX_OK && strstr(err->msg, f->key) == NULL) ltx_error_prefix(err, "%s", f->key);
   free(tail);
   if (rc != LTX_OK) {
     ltx_index_free(&f->idx);
     free(f->whole);
+    f->whole = NULL;
+  }
+  return rc;
+}
+
+/* Loads the file a listing named. The one rule for what a listing says of
+** an object's size: it is a hint. Stores list objects that are still being
+** written (a file filled in place by cp, rsync --inplace or an NFS client;
+** an S3-compatible server listing an upload in progress), so a load that
+** fails on the bytes asks the store for the object's size now and, when
+** that differs from the size it was loaded with, loads it once more at the
+** new size. A file that fails at the size the store still gives is
+** reported corrupt (with its key); the poller tries it again at its next
+** poll, by this same rule, so it is applied as soon as it is complete.
+** Every load goes through here: at open, at each poll and at a re-plan. */
+static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
+  rp_file *f = calloc(1, sizeof(*f));
+  uint64_t now_size = 0;
+  ltx_error herr = {0};
+  int rc;
+  if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  atomic_init(&f->refs, 1);
+  f->meta = *meta;
+  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
+  rc = load_sized(r, f, err);
+  if (rc == LTX_OK || !store_error_is_corrupt(rc)) goto out;
+  if (store_head(r->st, f->key, &now_size, NULL, 0, &herr) != LTX_OK) {
+    *err = herr; /* gone (retention) or the store failed: that is the news */
+    rc = herr.code;
+    goto out;
+  }
+  if (now_size != f->meta.size) {
+    rlog(REPLICA_LOG_DEBUG, "%s: listed at %" PRIu64 " bytes, %" PRIu64 " now; loading again", f->key,
+         f->meta.size, now_size);
+    f->meta.size = now_size;
+    rc = load_sized(r, f, err);
+    if (rc != LTX_OK && store_error_is_corrupt(rc))
+      ltx_error_prefix(err, "LTX file %s is incomplete or corrupt (%" PRIu64
+                            " bytes, still changing?)", f->key, now_size);
+    goto out;
+  }
+  ltx_error_prefix(err, "corrupt LTX file %s (%" PRIu64 " bytes)", f->key, now_size);
+out:
+  if (rc != LTX_OK && strstr(err->msg, f->key) == NULL) ltx_error_prefix(err, "%s", f->key);
+  if (rc != LTX_OK) {
     free(f);
     return rc;
   }
@@ -397,22 +434,18 @@ static void run_parallel(void *(*fn)(void *), void *job, size_t n) {
 }
 
 /* References to the files of metas (n of them), from the registry or loaded
-** in parallel (index and header, one or two reads each) and registered. */
-static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file ***pout,
-                     ltx_error *err) {
+** in parallel (index and header, one or two reads each) and registered.
+** Each file has its own result: out[i] is NULL where rcs[i]/errs[i] say why
+** it failed; files that loaded are registered whatever became of the others,
+** so a retry does not fetch them again. */
+static void files_load(replica *r, const store_ltx_file *metas, size_t n, rp_file **out,
+                       int *rcs, ltx_error *errs) {
   load_job job;
-  rp_file **out = calloc(n ? n : 1, sizeof(*out));
-  int *rcs = calloc(n ? n : 1, sizeof(int));
-  ltx_error *errs = calloc(n ? n : 1, sizeof(ltx_error));
   size_t nmiss = 0;
-  int rc = LTX_OK;
 
-  if (out == NULL || rcs == NULL || errs == NULL) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-    goto out;
-  }
   pthread_mutex_lock(&r->mutex);
   for (size_t i = 0; i < n; i++) {
+    rcs[i] = LTX_OK;
     out[i] = registry_find(r, &metas[i]);
     if (out[i] == NULL) nmiss++;
   }
@@ -428,18 +461,11 @@ static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file 
     job.n = n;
     run_parallel(load_worker, &job, nmiss);
   }
-  for (size_t i = 0; i < n; i++) {
-    if (rcs[i] != LTX_OK && rc == LTX_OK) {
-      rc = rcs[i];
-      *err = errs[i];
-    }
-  }
-  if (rc != LTX_OK) goto out;
 
   /* Register what was loaded (another thread may have loaded it too). */
   pthread_mutex_lock(&r->mutex);
   for (size_t i = 0; i < n; i++) {
-    if (out[i]->id != 0) continue;
+    if (out[i] == NULL || out[i]->id != 0) continue;
     rp_file *have = registry_find(r, &metas[i]);
     if (have != NULL) {
       file_release(out[i]);
@@ -453,12 +479,34 @@ static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file 
   }
   pthread_mutex_unlock(&r->mutex);
   for (size_t i = 0; i < n; i++) {
-    if (out[i]->whole) {
+    if (out[i] != NULL && out[i]->whole) {
       cache_all_pages(r, out[i], out[i]->whole, 0, NULL);
       free(out[i]->whole);
       out[i]->whole = NULL;
     }
   }
+}
+
+/* files_load for a plan: every file or an error (the first failure). */
+static int files_get(replica *r, const store_ltx_file *metas, size_t n, rp_file ***pout,
+                     ltx_error *err) {
+  rp_file **out = calloc(n ? n : 1, sizeof(*out));
+  int *rcs = calloc(n ? n : 1, sizeof(int));
+  ltx_error *errs = calloc(n ? n : 1, sizeof(ltx_error));
+  int rc = LTX_OK;
+
+  if (out == NULL || rcs == NULL || errs == NULL) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  files_load(r, metas, n, out, rcs, errs);
+  for (size_t i = 0; i < n && rc == LTX_OK; i++) {
+    if (rcs[i] != LTX_OK) {
+      rc = rcs[i];
+      *err = errs[i];
+    }
+  }
+  if (rc != LTX_OK) goto out;
   *pout = out;
   out = NULL;
 out:
@@ -778,6 +826,7 @@ int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **o
 }
 
 static void *poller_main(void *arg);
+static void replica_free(replica *r);
 
 /* Publishes v as the latest view (takes the reference). Caller holds
 ** r->mutex. */
@@ -825,7 +874,7 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
                          r->cfg.open_timeout_ms);
       break;
     }
-    rlog(1, "%s: replica is empty, waiting for a first LTX file", r->url);
+    rlog(REPLICA_LOG_INFO, "%s: replica is empty, waiting for a first LTX file", r->url);
     sleep_ms(wait_ms);
   }
   if (rc != LTX_OK) {
@@ -839,9 +888,10 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   atomic_store(&r->last_poll_ok_ms, wall_ms());
   *out = v;
   v = NULL;
-  if (!r->poller_started && r->cfg.poll_ms > 0) {
-    if (pthread_create(&r->poller, NULL, poller_main, r) == 0) r->poller_started = 1;
-    else rlog(3, "%s: cannot start the poller thread; the view stays at open time", r->url);
+  if (!r->poller_running && r->cfg.poll_ms > 0) {
+    if (pthread_create(&r->poller, NULL, poller_main, r) == 0)
+      r->poller_started = r->poller_running = 1;
+    else rlog(REPLICA_LOG_ERROR, "%s: cannot start the poller thread; the view stays at open time", r->url);
   }
   pthread_mutex_unlock(&r->mutex);
 out:
@@ -850,41 +900,104 @@ out:
   return rc;
 }
 
-/* ---- polling ---- */
+/* ---- polling ----
+**
+** A poll:
+** (1) lists level 0 after the last key seen there; all levels every tenth
+**     poll, after a poll that failed, and when the new files leave a gap;
+** (2) takes as candidates every file newer than the latest view: those still
+**     pending from earlier polls and those just listed. The listing moves
+**     past a file once it has seen it, so a file stays pending, by name,
+**     until a published view covers its TXIDs; its listed size is only a
+**     hint (load_one asks the store again when a load fails);
+** (3) chains candidates onto the view's TXID by the planner's own rule
+**     (store_plan_next) and loads the chain's files in parallel;
+** (4) applies the chain up to its first file that failed and chains again
+**     without that file, so a compacted file or a snapshot that covers it
+**     lets the replica move on; otherwise the failed file stays pending and
+**     is tried again at the next poll. Files of the chain that loaded are
+**     held (r->held) until the next poll, so a retry does not fetch them
+**     again;
+** (5) publishes the new view, if any.
+** A store failure fails the poll and polling backs off; a file that fails
+** its checks (store_error_is_corrupt) is reported (poll_errors, the last
+** poll error, the log) without slowing polling, and lag grows until the
+** replica is current again.
+**
+** Locks: r->mutex guards seen, pending, held, latest and the poll error; it
+** is never held across a store call. Only the poller thread changes
+** pending and held.
+*/
 
-/* The next file to chain onto txid: min <= txid+1 < max+1, highest max, then
-** lowest min, then the higher level (the planner's preference). */
-static const store_ltx_file *best_next(const store_ltx_file *c, size_t n, uint64_t txid) {
-  const store_ltx_file *best = NULL;
-  for (size_t i = 0; i < n; i++) {
-    const store_ltx_file *f = &c[i];
-    if (f->min_txid > txid + 1 || f->max_txid <= txid) continue;
-    if (best == NULL || f->max_txid > best->max_txid ||
-        (f->max_txid == best->max_txid &&
-         (f->min_txid < best->min_txid ||
-          (f->min_txid == best->min_txid && f->level > best->level))))
-      best = f;
+/* Adds f to the candidates, once: a newer listing's entry replaces an older
+** one (its size hint is fresher). */
+static int cand_add(store_ltx_file **pc, size_t *pn, size_t *pcap, const store_ltx_file *f) {
+  for (size_t i = 0; i < *pn; i++) {
+    if (same_file(&(*pc)[i], f)) {
+      (*pc)[i] = *f;
+      return LTX_OK;
+    }
   }
-  return best;
+  if (*pn == *pcap) {
+    size_t cap = *pcap ? *pcap * 2 : 16;
+    store_ltx_file *nc = realloc(*pc, cap * sizeof(*nc));
+    if (nc == NULL) return LTX_ERR_NOMEM;
+    *pc = nc;
+    *pcap = cap;
+  }
+  (*pc)[(*pn)++] = *f;
+  return LTX_OK;
 }
+
+/* Chains candidates onto txid (skipping those marked in skip) into chain
+** (indices into cand, room for ncand); returns the chain's length and sets
+** *reach to the TXID it ends at. */
+static size_t chain_build(const store_ltx_file *cand, size_t ncand, uint64_t txid,
+                          const unsigned char *skip, size_t *chain, uint64_t *reach) {
+  size_t n = 0;
+  for (const store_ltx_file *f; n < ncand && (f = store_plan_next(cand, ncand, txid, skip)) != NULL;) {
+    chain[n++] = (size_t)(f - cand);
+    txid = f->max_txid;
+  }
+  *reach = txid;
+  return n;
+}
+
+static int any_newer(const store_ltx_file *cand, size_t ncand, uint64_t txid) {
+  for (size_t i = 0; i < ncand; i++)
+    if (cand[i].max_txid > txid) return 1;
+  return 0;
+}
+
+/* Marks on a candidate (poll_once's skip array). */
+enum { CAND_OK = 0, CAND_FAILED = 1, CAND_GONE = 2 };
 
 static int poll_once(replica *r, ltx_error *err) {
   list_job job;
   store_ltx_list fresh = {0};
-  store_ltx_file *cand = NULL, *chain = NULL;
-  size_t ncand = 0, nchain = 0;
-  rp_file **files = NULL;
+  store_ltx_file *cand = NULL, *metas = NULL;
+  size_t ncand = 0, capcand = 0, *chain = NULL, nchain = 0, first_nchain = 0;
+  unsigned char *skip = NULL;
+  rp_file **files = NULL, **held = NULL;
+  size_t nheld = 0;
+  int *rcs = NULL;
+  ltx_error *errs = NULL, file_err = {0}, store_err = {0};
   replica_view *cur = NULL, *next = NULL;
-  int full, rc;
-  uint64_t txid;
+  int full, rc = LTX_OK, list_all_next = 0;
+  uint64_t reach, base;
 
   memset(&job, 0, sizeof(job));
   pthread_mutex_lock(&r->mutex);
   cur = r->latest;
   replica_view_ref(cur);
-  full = (r->poll_count++ % FULL_LIST_EVERY) == 0;
+  base = cur->txid;
+  full = (r->poll_count++ % FULL_LIST_EVERY) == 0 || r->list_all_next;
+  for (size_t i = 0; i < r->npending && rc == LTX_OK; i++)
+    rc = cand_add(&cand, &ncand, &capcand, &r->pending[i]);
   pthread_mutex_unlock(&r->mutex);
+  if (rc != LTX_OK) goto nomem;
 
+  /* (1), (2) */
   for (int attempt = 0; attempt < 2; attempt++) {
     pthread_mutex_lock(&r->mutex);
     memcpy(job.after, r->seen, sizeof(job.after));
@@ -893,129 +1006,157 @@ static int poll_once(replica *r, ltx_error *err) {
     if (rc != LTX_OK) goto out;
     pthread_mutex_lock(&r->mutex);
     note_seen(r, &fresh);
-    /* Candidates: what is pending from earlier polls plus what is new. */
-    free(cand);
-    cand = malloc((r->npending + fresh.n + 1) * sizeof(*cand));
-    if (cand == NULL) {
-      pthread_mutex_unlock(&r->mutex);
-      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-      goto out;
-    }
-    ncand = 0;
-    for (size_t i = 0; i < r->npending; i++) cand[ncand++] = r->pending[i];
-    for (size_t i = 0; i < fresh.n; i++)
-      if (fresh.files[i].max_txid > cur->txid) cand[ncand++] = fresh.files[i];
-    free(r->pending);
-    r->pending = NULL;
-    r->npending = 0;
     pthread_mutex_unlock(&r->mutex);
+    for (size_t i = 0; i < fresh.n && rc == LTX_OK; i++)
+      if (fresh.files[i].max_txid > base) rc = cand_add(&cand, &ncand, &capcand, &fresh.files[i]);
     store_ltx_list_free(&fresh);
-
-    /* Chain from the current TXID. */
+    if (rc != LTX_OK) goto nomem;
     free(chain);
     chain = malloc((ncand + 1) * sizeof(*chain));
-    if (chain == NULL) {
-      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-      goto out;
-    }
-    nchain = 0;
-    txid = cur->txid;
-    for (const store_ltx_file *f; (f = best_next(cand, ncand, txid)) != NULL;) {
-      chain[nchain++] = *f;
-      txid = f->max_txid;
-    }
-    int gap = 0;
-    for (size_t i = 0; i < ncand; i++)
-      if (cand[i].max_txid > txid) gap = 1;
-    if (!gap || full) break;
-    /* New files beyond a gap: what fills it may sit in a higher level. */
-    full = 1;
-    pthread_mutex_lock(&r->mutex);
-    r->pending = cand;
-    r->npending = ncand;
-    cand = NULL;
-    ncand = 0;
-    pthread_mutex_unlock(&r->mutex);
+    if (chain == NULL) goto nomem;
+    chain_build(cand, ncand, base, NULL, chain, &reach);
+    if (!any_newer(cand, ncand, reach) || full) break;
+    full = 1; /* new files beyond a gap: what fills it may sit in a higher level */
   }
 
-  /* Keep what is newer than the chain's end for the next poll. */
-  pthread_mutex_lock(&r->mutex);
-  for (size_t i = 0; i < ncand; i++) {
-    if (cand[i].max_txid <= txid) continue;
-    store_ltx_file *np = realloc(r->pending, (r->npending + 1) * sizeof(*np));
-    if (np == NULL) break;
-    r->pending = np;
-    r->pending[r->npending++] = cand[i];
+  /* (3), (4) */
+  skip = calloc(ncand + 1, 1);
+  metas = malloc((ncand + 1) * sizeof(*metas));
+  files = calloc(ncand + 1, sizeof(*files));
+  held = calloc(ncand + 1, sizeof(*held));
+  rcs = calloc(ncand + 1, sizeof(*rcs));
+  errs = calloc(ncand + 1, sizeof(*errs));
+  if (skip == NULL || metas == NULL || files == NULL || held == NULL || rcs == NULL || errs == NULL)
+    goto nomem;
+  reach = base;
+  for (size_t round = 0; round <= ncand && rc == LTX_OK; round++) {
+    size_t k = 0;
+    nchain = chain_build(cand, ncand, reach, skip, chain, &(uint64_t){0});
+    if (round == 0) first_nchain = nchain;
+    if (nchain == 0) break;
+    for (size_t i = 0; i < nchain; i++) metas[i] = cand[chain[i]];
+    files_load(r, metas, nchain, files, rcs, errs);
+    while (k < nchain && files[k] != NULL) k++;
+    if (k > 0 && next == NULL && (next = view_clone(cur)) == NULL) rc = LTX_ERR_NOMEM;
+    for (size_t i = 0; i < k && rc == LTX_OK; i++) rc = view_apply(next, files[i], err);
+    if (rc == LTX_OK && k > 0) reach = files[k - 1]->meta.max_txid;
+    for (size_t i = 0; i < nchain; i++) {
+      if (i > k && files[i] != NULL && nheld <= ncand) held[nheld++] = files[i];
+      else file_release(files[i]);
+      files[i] = NULL;
+    }
+    if (rc != LTX_OK || k == nchain) break;
+    if (rcs[k] == STORE_ERR_NOT_FOUND) {
+      /* Gone since the listing (retention): a full listing next time finds
+      ** what replaced it. */
+      skip[chain[k]] = CAND_GONE;
+      list_all_next = 1;
+    } else if (store_error_is_corrupt(rcs[k])) {
+      skip[chain[k]] = CAND_FAILED;
+      if (file_err.code == LTX_OK) file_err = errs[k];
+    } else {
+      store_err = errs[k]; /* the store failed: publish what we have, then back off */
+      break;
+    }
   }
-  int gap_left = r->npending > 0 && nchain == 0;
-  pthread_mutex_unlock(&r->mutex);
+  if (rc == LTX_ERR_NOMEM) goto nomem;
+  if (rc != LTX_OK) goto out;
+  if (next != NULL) view_prune_files(next);
 
-  if (nchain == 0 && gap_left) {
-    /* Newer files exist but nothing chains onto our TXID: the files in
-    ** between were removed (retention) or compacted away. Re-plan. */
-    rlog(2, "%s: newer files do not follow TXID %016" PRIx64 "; re-planning", r->url,
-         cur->txid);
+  if (store_err.code == LTX_OK && first_nchain == 0 && any_newer(cand, ncand, base)) {
+    /* Newer files exist but none follows our TXID, even after a full
+    ** listing: the files in between were removed (retention) or compacted
+    ** away. Re-plan from what the store holds. */
+    rlog(REPLICA_LOG_WARN, "%s: newer files do not follow TXID %016" PRIx64 "; re-planning",
+         r->url, base);
     rc = replica_view_at(r, 0, -1, &next, err);
-    if (rc != LTX_OK) goto out;
-    pthread_mutex_lock(&r->mutex);
-    free(r->pending);
-    r->pending = NULL;
-    r->npending = 0;
-    pthread_mutex_unlock(&r->mutex);
-  } else if (nchain > 0) {
-    rc = files_get(r, chain, nchain, &files, err);
-    if (rc != LTX_OK) goto out;
-    next = view_clone(cur);
-    if (next == NULL) {
-      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-      goto out;
-    }
-    for (size_t i = 0; i < nchain && rc == LTX_OK; i++) rc = view_apply(next, files[i], err);
-    if (rc != LTX_OK) goto out;
-    view_prune_files(next);
   }
-  if (next != NULL) {
-    rlog(0, "%s: TXID %016" PRIx64 " -> %016" PRIx64 " (%zu files, commit %u)", r->url,
-         cur->txid, next->txid, nchain, next->commit);
+
+  /* (5) */
+  if (next != NULL && rc == LTX_OK) {
+    rlog(REPLICA_LOG_DEBUG, "%s: TXID %016" PRIx64 " -> %016" PRIx64 " (commit %u)", r->url,
+         base, next->txid, next->commit);
     pthread_mutex_lock(&r->mutex);
     if (r->latest == cur) {
+      base = next->txid;
       publish(r, next);
       next = NULL;
     }
     pthread_mutex_unlock(&r->mutex);
   }
-  rc = LTX_OK;
+  if (rc == LTX_OK && store_err.code != LTX_OK) file_err = store_err;
+  if (rc == LTX_OK && file_err.code != LTX_OK) {
+    rc = file_err.code;
+    *err = file_err;
+  }
+  goto out;
+
+nomem:
+  rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory while polling");
 out:
-  if (rc != LTX_OK && ncand > 0) {
-    /* The listing moved past these files: keep them for the next poll, or
-    ** a file whose index read failed once would never be applied. */
-    pthread_mutex_lock(&r->mutex);
-    for (size_t i = 0; i < ncand; i++) {
-      int have = 0;
-      for (size_t j = 0; j < r->npending && !have; j++) have = same_file(&r->pending[j], &cand[i]);
-      if (have) continue;
-      store_ltx_file *np = realloc(r->pending, (r->npending + 1) * sizeof(*np));
-      if (np == NULL) break;
-      r->pending = np;
-      r->pending[r->npending++] = cand[i];
-    }
-    pthread_mutex_unlock(&r->mutex);
+  /* What stays pending: every candidate newer than the latest view, unless
+  ** it is gone; and the loaded files not applied yet. */
+  pthread_mutex_lock(&r->mutex);
+  r->npending = 0;
+  for (size_t i = 0; i < ncand; i++) {
+    if (cand[i].max_txid <= base || (skip != NULL && skip[i] == CAND_GONE)) continue;
+    cand[r->npending++] = cand[i];
   }
-  if (files) {
-    for (size_t i = 0; i < nchain; i++) file_release(files[i]);
-    free(files);
-  }
+  free(r->pending);
+  r->pending = cand;
+  cand = NULL;
+  for (size_t i = 0; i < r->nheld; i++) file_release(r->held[i]);
+  free(r->held);
+  r->held = held;
+  r->nheld = nheld;
+  held = NULL;
+  r->list_all_next = list_all_next || rc != LTX_OK;
+  pthread_mutex_unlock(&r->mutex);
+
   if (next) replica_view_release(next);
   replica_view_release(cur);
   store_ltx_list_free(&fresh);
   free(cand);
   free(chain);
+  free(skip);
+  free(metas);
+  free(files);
+  free(held);
+  free(rcs);
+  free(errs);
   return rc;
+}
+
+/* Records the outcome of a poll for stats and the log. A failure is logged
+** as a warning when it is new (another message) or 30 s after the last
+** warning; in between at debug level. */
+static void poll_report(replica *r, int rc, const ltx_error *err, int failures, int interval) {
+  int64_t now = mono_ms();
+  int warn = 0;
+  atomic_fetch_add(&r->polls, 1);
+  pthread_mutex_lock(&r->mutex);
+  if (rc == LTX_OK) {
+    r->poll_error[0] = '\0';
+  } else {
+    warn = strcmp(r->poll_error, err->msg) != 0 || now - r->poll_warned_ms >= POLL_WARN_EVERY_MS;
+    if (warn) r->poll_warned_ms = now;
+    snprintf(r->poll_error, sizeof(r->poll_error), "%s", err->msg);
+  }
+  pthread_mutex_unlock(&r->mutex);
+  if (rc == LTX_OK) {
+    atomic_store(&r->last_poll_ok_ms, wall_ms());
+    if (failures > 0)
+      rlog(REPLICA_LOG_INFO, "%s: polling recovered after %d failures", r->url, failures);
+    return;
+  }
+  atomic_fetch_add(&r->poll_errors, 1);
+  rlog(warn ? REPLICA_LOG_WARN : REPLICA_LOG_DEBUG,
+       "%s: poll failed (%d in a row, next in %d ms): %s", r->url, failures, interval, err->msg);
 }
 
 static void *poller_main(void *arg) {
   replica *r = arg;
-  int interval = r->cfg.poll_ms, failures = 0;
+  int interval = r->cfg.poll_ms, failures = 0, orphaned;
   pthread_mutex_lock(&r->mutex);
   while (!r->stop) {
     struct timespec until;
@@ -1033,23 +1174,29 @@ static void *poller_main(void *arg) {
 
     ltx_error err = {0};
     int rc = poll_once(r, &err);
-    atomic_fetch_add(&r->polls, 1);
     if (rc == LTX_OK) {
-      atomic_store(&r->last_poll_ok_ms, wall_ms());
-      if (failures > 0) rlog(1, "%s: polling recovered after %d failures", r->url, failures);
       failures = 0;
       interval = r->cfg.poll_ms;
-    } else {
-      atomic_fetch_add(&r->poll_errors, 1);
+    } else if (store_error_is_corrupt(rc)) {
+      /* The store answered; a file is bad or incomplete. Backing off would
+      ** only delay the file's completion being seen. */
       failures++;
-      long next = (long)r->cfg.poll_ms << (failures < 16 ? failures : 16);
-      interval = next > POLL_BACKOFF_MAX_MS ? POLL_BACKOFF_MAX_MS : (int)next;
-      rlog(failures == 1 ? 2 : 0, "%s: poll failed (%d in a row, next in %d ms): %s", r->url,
-           failures, interval, err.msg);
+      interval = r->cfg.poll_ms;
+    } else {
+      failures++;
+      long backoff = (long)r->cfg.poll_ms << (failures < 16 ? failures : 16);
+      interval = backoff > POLL_BACKOFF_MAX_MS ? POLL_BACKOFF_MAX_MS : (int)backoff;
     }
+    poll_report(r, rc, &err, failures, interval);
     pthread_mutex_lock(&r->mutex);
   }
+  /* replica_release waits a bounded time for this; if it gave up waiting,
+  ** the replica is this thread's to free. */
+  r->poller_running = 0;
+  orphaned = r->orphaned;
+  pthread_cond_broadcast(&r->cond);
   pthread_mutex_unlock(&r->mutex);
+  if (orphaned) replica_free(r);
   return NULL;
 }
 
@@ -1134,7 +1281,10 @@ static int fetch_whole(replica *r, rp_file *f, uint32_t pgno, uint8_t *out, ltx_
   int rc;
   if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
   rc = store_read_range(r->st, f->key, 0, buf, n, err);
-  if (rc == LTX_OK) rc = verify_whole(f, buf, n, &h, err);
+  if (rc == LTX_OK) {
+    rc = verify_whole(f, buf, n, &h, err);
+    if (rc != LTX_OK) ltx_error_prefix(err, "corrupt LTX file %s", f->key);
+  }
   if (rc == LTX_OK && h.page_size != f->page_size)
     rc = ltx_error_set(err, LTX_ERR_PAGE_SIZE, "corrupt LTX file %s: page size %u, was %u",
                        f->key, h.page_size, f->page_size);
@@ -1231,7 +1381,7 @@ int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
 
   /* A file of the view is gone: compaction and retention replaced it. The
   ** same TXID rebuilt from what the store holds now serves the same bytes. */
-  rlog(2, "%s: %s; re-planning TXID %016" PRIx64, r->url, err->msg, cur->txid);
+  rlog(REPLICA_LOG_WARN, "%s: %s; re-planning TXID %016" PRIx64, r->url, err->msg, cur->txid);
   rc = replica_view_at(r, cur->txid, -1, &fresh, err);
   if (rc != LTX_OK) {
     ltx_error_prefix(err, "a file of TXID %016" PRIx64 " vanished and re-planning failed",
@@ -1300,7 +1450,35 @@ out:
   return rc;
 }
 
+/* Frees everything of r; the poller has ended. */
+static void replica_free(replica *r) {
+  if (r->latest) replica_view_release(r->latest);
+  r->latest = NULL;
+  for (size_t i = 0; i < r->nheld; i++) file_release(r->held[i]);
+  free(r->held);
+  while (r->registry) {
+    rp_file *f = r->registry;
+    r->registry = f->next;
+    file_release(f);
+  }
+  free(r->pending);
+  page_cache_free(r->pc);
+  store_close(r->st);
+  pthread_cond_destroy(&r->cond);
+  pthread_mutex_destroy(&r->mutex);
+  pthread_mutex_destroy(&r->init_mutex);
+  free(r->url);
+  free(r);
+}
+
+/* The last release stops the poller. A poll in flight is interrupted
+** (store_interrupt: S3 requests give up within about 200 ms) and waited for
+** up to CLOSE_WAIT_MS; a poll still running then (a store call that does
+** not look at the interrupt) finishes in the background and its thread
+** frees the replica. So closing the last connection never takes much
+** longer than CLOSE_WAIT_MS, whatever the store is doing. */
 void replica_release(replica *r) {
+  struct timespec until;
   if (r == NULL) return;
   pthread_mutex_lock(&g_registry_mutex);
   if (--r->refs > 0) {
@@ -1318,23 +1496,31 @@ void replica_release(replica *r) {
   pthread_mutex_lock(&r->mutex);
   r->stop = 1;
   pthread_cond_broadcast(&r->cond);
+  if (r->poller_running) store_interrupt(r->st);
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += CLOSE_WAIT_MS / 1000;
+  until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  while (r->poller_running && pthread_cond_timedwait(&r->cond, &r->mutex, &until) != ETIMEDOUT) {
+  }
+  if (r->poller_running) {
+    /* From the unlock on, r belongs to the poller thread. */
+    pthread_t poller = r->poller;
+    char url[600];
+    snprintf(url, sizeof(url), "%s", r->url);
+    r->orphaned = 1;
+    pthread_mutex_unlock(&r->mutex);
+    pthread_detach(poller);
+    rlog(REPLICA_LOG_WARN, "%s: closed while a poll was in flight; it ends in the background",
+         url);
+    return;
+  }
   pthread_mutex_unlock(&r->mutex);
   if (r->poller_started) pthread_join(r->poller, NULL);
-  if (r->latest) replica_view_release(r->latest);
-  r->latest = NULL;
-  while (r->registry) {
-    rp_file *f = r->registry;
-    r->registry = f->next;
-    file_release(f);
-  }
-  free(r->pending);
-  page_cache_free(r->pc);
-  store_close(r->st);
-  pthread_cond_destroy(&r->cond);
-  pthread_mutex_destroy(&r->mutex);
-  pthread_mutex_destroy(&r->init_mutex);
-  free(r->url);
-  free(r);
+  replica_free(r);
 }
 
 const char *replica_url(const replica *r) { return r->url; }
@@ -1346,6 +1532,10 @@ void replica_stats(replica *r, replica_stat *out) {
   out->poll_errors = atomic_load(&r->poll_errors);
   out->coalesced = atomic_load(&r->coalesced);
   out->last_poll_ok_ms = atomic_load(&r->last_poll_ok_ms);
+  pthread_mutex_lock(&r->mutex);
+  snprintf(out->last_poll_error, sizeof(out->last_poll_error), "%s", r->poll_error);
+  out->pending_files = r->npending;
+  pthread_mutex_unlock(&r->mutex);
   page_cache_stats(r->pc, &out->cache);
 }
 

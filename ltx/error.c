@@ -53,6 +53,8 @@ out:
   return;
 }
 
+int ltx_error_is_data(int code) { return code >= LTX_ERR_MAGIC && code < 100; }
+
 void ltx_error_clear(ltx_error *err) {
   if (err != NULL) {
     err->code = LTX_OK;

@@ -76,6 +76,9 @@ void ltx_error_prefix(ltx_error *err, const char *fmt, ...)
 void ltx_error_clear(ltx_error *err);
 /* Short stable name of a code, e.g. "LTX_ERR_MAGIC". */
 const char *ltx_err_name(int code);
+/* Whether code says the bytes are wrong (LTX_ERR_MAGIC..99: the input is not
+** a valid LTX file), as opposed to misuse, memory or I/O. */
+int ltx_error_is_data(int code);
 
 /* ---- checksums (CRC-64/GO-ISO, LTX.md "Checksums") ---- */
 

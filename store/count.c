@@ -73,6 +73,8 @@ static int c_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *er
   return rc;
 }
 
+static void c_interrupt(store *st) { store_interrupt(inner_of(st)); }
+
 static void c_close(store *st) {
   counting *cs = st->impl;
   store_close(cs->inner);
@@ -80,8 +82,17 @@ static void c_close(store *st) {
 }
 
 static const store_ops kCountingOps = {
-    "counting", c_list, c_read_range, c_read_suffix, c_head, c_put, c_del, c_close,
-    c_read_ranges};
+    .scheme = "counting",
+    .list = c_list,
+    .read_range = c_read_range,
+    .read_suffix = c_read_suffix,
+    .head = c_head,
+    .put = c_put,
+    .del = c_del,
+    .close = c_close,
+    .read_ranges = c_read_ranges,
+    .interrupt = c_interrupt,
+};
 
 int store_counting_wrap(store *inner, store_counters *c, store **out, ltx_error *err) {
   store *st = calloc(1, sizeof(*st));

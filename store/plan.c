@@ -75,6 +75,17 @@ static int is_better(const store_ltx_file *a, const store_ltx_file *b) {
   return a->level > b->level;
 }
 
+const store_ltx_file *store_plan_next(const store_ltx_file *files, size_t n, uint64_t txid,
+                                      const unsigned char *skip) {
+  const store_ltx_file *best = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if ((skip != NULL && skip[i]) || !is_valid(&files[i]) || !extends_from(&files[i], txid))
+      continue;
+    if (best == NULL || is_better(&files[i], best)) best = &files[i];
+  }
+  return best;
+}
+
 static int cmp_min(const void *pa, const void *pb) {
   const store_ltx_file *a = pa, *b = pb;
   if (a->min_txid != b->min_txid) return a->min_txid < b->min_txid ? -1 : 1;

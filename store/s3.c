@@ -98,6 +98,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,8 @@
 #define S3_MAX_ERROR_BODY (64u << 10)
 /* S3's limit on a key's length in bytes. */
 #define S3_MAX_KEY 1024
+/* The longest a request loop sleeps between looks at store_interrupt. */
+#define INTERRUPT_POLL_MS 200
 
 typedef struct s3_config {
   char *zBucket;
@@ -163,6 +166,7 @@ typedef struct s3_store {
   pthread_mutex_t aShareMutex[CURL_LOCK_DATA_LAST];
   pthread_mutex_t mutex; /* guards pFree */
   s3_session *pFree;
+  atomic_int bInterrupted; /* store_interrupt: give up, fail fast */
 } s3_store;
 
 typedef enum req_kind { REQ_RANGE, REQ_SUFFIX, REQ_HEAD, REQ_PUT, REQ_LIST, REQ_DELETE } req_kind;
@@ -1356,7 +1360,13 @@ static int run_requests(s3_store *p, s3_req *aReq, size_t nReq, ltx_error *err) 
 
   while (nDone < nReq) {
     int64_t now = mono_ms();
-    int msWait = 1000;
+    int msWait = INTERRUPT_POLL_MS; /* how soon an interrupt is seen */
+
+    if (atomic_load(&p->bInterrupted)) {
+      rc = ltx_error_set(err, STORE_ERR_NETWORK, "%s: interrupted: the store is closing",
+                         aReq[0].zWhat);
+      goto out;
+    }
 
     /* (1) start what may start: due retries first, then new requests */
     while (nRunning < nSlot) {
@@ -1999,6 +2009,8 @@ out:
   return rc;
 }
 
+static void s3_interrupt(store *st) { atomic_store(&s3_of(st)->bInterrupted, 1); }
+
 static const store_ops s3_ops = {
     .scheme = "s3",
     .list = s3_list,
@@ -2009,4 +2021,5 @@ static const store_ops s3_ops = {
     .del = s3_del,
     .close = s3_close,
     .read_ranges = s3_read_ranges,
+    .interrupt = s3_interrupt,
 };

@@ -242,6 +242,19 @@ int store_delete(store *st, const char *const *keys, size_t n, ltx_error *err) {
   return st->ops->del(st, keys, n, err);
 }
 
+int store_head(store *st, const char *key, uint64_t *size, char *etag, size_t etag_cap,
+               ltx_error *err) {
+  return st->ops->head(st, key, size, etag, etag_cap, err);
+}
+
+void store_interrupt(store *st) {
+  if (st != NULL && st->ops->interrupt != NULL) st->ops->interrupt(st);
+}
+
+int store_error_is_corrupt(int code) {
+  return ltx_error_is_data(code) || code == STORE_ERR_SHORT_READ;
+}
+
 /* Reads the index with one suffix read, a second only when the index is
 ** bigger than the guess; the header comes from the same buffer when the
 ** whole file fit in it, else one 100-byte range read. */

@@ -2,7 +2,7 @@
 ** store.h: replica storage, the layer above ltx/.
 **
 ** One small interface over an object store (list, ranged reads, puts with
-** conditions, delete) with backends file:// (now) and s3:// (next), the
+** conditions, delete) with backends file:// and s3://, the
 ** replica layout that maps (level, min TXID, max TXID) to a key per backend
 ** (LTX.md section 2), and the restore planner (LTX.md section 3).
 **
@@ -107,6 +107,9 @@ typedef struct store_ops {
   ** at once where the backend can; sets each ranges[i].rc and returns the
   ** first failure (with err) or LTX_OK. */
   int (*read_ranges)(store *st, store_range *ranges, size_t n, ltx_error *err);
+  /* Optional (NULL: calls are short anyway). Makes calls in flight give up
+  ** soon (within about 200 ms) and later calls fail at once; for closing. */
+  void (*interrupt)(store *st);
 } store_ops;
 
 struct store {
@@ -149,6 +152,20 @@ int store_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t
               store_put_cond cond, const char *if_match_etag, char *etag_out,
               size_t etag_cap, ltx_error *err);
 int store_delete(store *st, const char *const *keys, size_t n, ltx_error *err);
+/* The object's size now (and etag, when etag is non-NULL). */
+int store_head(store *st, const char *key, uint64_t *size, char *etag, size_t etag_cap,
+               ltx_error *err);
+/* Makes every call in flight on st give up soon with STORE_ERR_NETWORK
+** ("interrupted") and every later call fail at once: a closing replica
+** does not wait for a hung server. The store must still be closed. */
+void store_interrupt(store *st);
+
+/* The one rule for "is this corruption or a store failure": whether code
+** says an object's bytes are not a valid LTX file (or are shorter than its
+** index says), as opposed to a failure of the store, the network or the
+** caller. Corruption is retried only when the object may have changed;
+** store failures are retried with backoff. */
+int store_error_is_corrupt(int code);
 
 /* ---- LTX files in the replica layout ---- */
 
@@ -201,6 +218,13 @@ void store_plan_free(store_plan *p);
 ** that are available below and above). Pure: no I/O. */
 int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid,
                      int64_t target_time_ms, store_plan *out, ltx_error *err);
+/* The file a plan takes next on top of a state at txid: among files (any
+** order) that extend it (min <= txid+1 and max > txid), the one LTX.md
+** section 3 prefers; files whose skip[i] is set (skip may be NULL) are left
+** out. NULL when none extends txid. The planner's own rule, for callers
+** that chain new files onto a state they have (the poller). */
+const store_ltx_file *store_plan_next(const store_ltx_file *files, size_t n, uint64_t txid,
+                                      const unsigned char *skip);
 /* TXIDs at which a pinned read is possible (where some file ends exactly and
 ** a plan reaches it), ascending, for messages and `ltvfs ls`. */
 int store_plan_available_txids(const store_ltx_file *files, size_t n, uint64_t **txids,

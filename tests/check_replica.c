@@ -16,6 +16,14 @@
 **   view's TXID, then deletes them (retention), changes nothing for readers:
 **   a read of a vanished file re-plans at the same TXID.
 ** - An empty replica fails the first open after open_timeout, not never.
+** - A file listed before it is complete (empty, a 4 KiB or a 100 KB prefix,
+**   then completed in place) is applied as soon as it is complete; files
+**   after it that loaded are kept, not read again; a file that is corrupt
+**   for good is reported with its key and bypassed when other files cover
+**   its TXIDs.
+** Every wait on the poller has a deadline (tu_wait_*) and prints what the
+** poller saw when it expires. The writer stand-ins write as Litestream does
+** (temporary file, rename); in-place writers are tested on purpose.
 */
 #include <check.h>
 #include <dirent.h>
@@ -187,7 +195,7 @@ static void copy_file(const char *from, const char *to) {
   size_t n = 0;
   uint8_t *b = tu_read_file(from, &n);
   ck_assert_ptr_nonnull(b);
-  ck_assert_int_eq(tu_write_file(to, b, n), 0);
+  ck_assert_int_eq(tu_write_file_atomic(to, b, n), 0);
   free(b);
 }
 
@@ -201,22 +209,6 @@ static int list_names(const char *dir, char names[][64], int cap) {
   }
   free(ents);
   return k;
-}
-
-static uint64_t wait_for_txid(replica *r, uint64_t want, replica_view **out) {
-  ltx_error err = {0};
-  for (int i = 0; i < 500; i++) {
-    replica_view *v = NULL;
-    ck_assert_int_eq(replica_latest(r, &v, &err), 0);
-    if (replica_view_txid(v) >= want) {
-      *out = v;
-      return replica_view_txid(v);
-    }
-    replica_view_release(v);
-    usleep(10000);
-  }
-  ck_abort_msg("the poller never reached TXID %llx", (unsigned long long)want);
-  return 0;
 }
 
 /* A replica at g_tmp being filled with the main fixture's level-0 files,
@@ -266,7 +258,7 @@ START_TEST(test_poll_follows_new_files) {
   replica_view_release(v);
   for (int t = 4; t <= 11; t++) { /* one new file at a time, to the final VACUUM */
     main_replica_add(&m, t, t);
-    wait_for_txid(r, (uint64_t)t, &v);
+    v = tu_wait_txid(r, (uint64_t)t);
     ck_assert_int_eq(compare_with_restore(r, v, m.url, "poll"), 0);
     replica_view_release(v);
   }
@@ -309,7 +301,7 @@ static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
   ck_assert_int_eq(tu_mkdirs(l1), 0);
   char name[64];
   snprintf(path, sizeof(path), "%s/%s", l1, ltx_file_name((uint64_t)lo, (uint64_t)hi, name));
-  ck_assert_int_eq(tu_write_file(path, mb.buf, mb.len), 0);
+  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
   ltx_membuf_free(&mb);
   for (int i = 0; i < k; i++) free(src[i].buf);
 }
@@ -336,7 +328,7 @@ START_TEST(test_straddling_compaction_and_retention) {
   compact_to_l1(m.l0, m.names, 5, 10);
   main_replica_remove(&m, 1, 10);
   /* The poller finds 10 through the straddling L1 file. */
-  wait_for_txid(r, 10, &v);
+  v = tu_wait_txid(r, 10);
   ck_assert_uint_eq(replica_view_txid(v), 10);
   ck_assert_int_eq(compare_with_restore(r, v, m.url, "straddle"), 0);
   replica_view_release(v);
@@ -355,7 +347,7 @@ START_TEST(test_straddling_compaction_and_retention) {
 
   /* The last file appears in L0 on top of the compacted state. */
   main_replica_add(&m, 11, 11);
-  wait_for_txid(r, 11, &v);
+  v = tu_wait_txid(r, 11);
   ck_assert_int_eq(compare_with_restore(r, v, m.url, "after"), 0);
   replica_view_release(v);
   replica_release(r);
@@ -407,7 +399,7 @@ static void write_ltx(const char *dir, uint64_t txid, uint32_t commit, uint32_t 
   ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
   ltx_encoder_free(e);
   snprintf(path, sizeof(path), "%s/ltx/0/%s", dir, ltx_file_name(txid, txid, name));
-  ck_assert_int_eq(tu_write_file(path, mb.buf, mb.len), 0);
+  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
   ltx_membuf_free(&mb);
 }
 
@@ -448,11 +440,140 @@ START_TEST(test_many_files_pruned_views_stay_right) {
   for (uint64_t t = 61; t <= 200; t++) {
     write_ltx(g_tmp, t, 10, (uint32_t)(t % 10) + 1, (int)t);
     if (t % 20 == 0) {
-      wait_for_txid(r, t, &v);
+      v = tu_wait_txid(r, t);
       check_pages(r, v, replica_view_txid(v));
       replica_view_release(v);
     }
   }
+  replica_release(r);
+}
+END_TEST
+
+/* ---- files listed before they are complete ----
+** A file replica filled in place (cp, scp, rsync --inplace, NFS clients)
+** is listed while it is empty or a prefix of itself. The poller applies it
+** as soon as it is complete, whatever the prefix it saw first. */
+
+static const size_t kPrefixes[] = {0, 4096, 100000};
+
+/* The fixture bytes of main's TXID t and its path in the replica. */
+static uint8_t *main_file(main_replica *m, int t, char *to, size_t cap, size_t *n) {
+  char from[PATH_CAP * 2];
+  snprintf(from, sizeof(from), "%s/%s", m->src, m->names[t - 1]);
+  snprintf(to, cap, "%s/%s", m->l0, m->names[t - 1]);
+  uint8_t *b = tu_read_file(from, n);
+  ck_assert_ptr_nonnull(b);
+  return b;
+}
+
+/* A replica polling every 20 ms at TXID 2 of main. */
+static replica *open_main_at_2(main_replica *m) {
+  replica *r = NULL;
+  ltx_error err = {0};
+  main_replica_init(m);
+  main_replica_add(m, 1, 2);
+  ck_assert_int_eq(replica_acquire(m->url, &kCfg, &r, &err), 0);
+  ck_assert_uint_eq(tu_latest_txid(r), 2);
+  return r;
+}
+
+START_TEST(test_file_completed_in_place_is_applied) {
+  main_replica m;
+  char to[PATH_CAP * 2], fixture[PATH_CAP], fixture_url[PATH_CAP + 8];
+  size_t n = 0, prefix = kPrefixes[_i];
+  replica *r = open_main_at_2(&m);
+  uint8_t *b = main_file(&m, 3, to, sizeof(to), &n);
+  ck_assert_uint_gt(n, prefix); /* 291 KB */
+
+  ck_assert_int_eq(tu_write_file(to, b, prefix), 0); /* a copy under way */
+  tu_wait_poll_error(r, m.names[2]);
+  ck_assert_uint_eq(tu_latest_txid(r), 2);
+  ck_assert_int_eq(tu_write_at(to, prefix, b + prefix, n - prefix), 0); /* done */
+  replica_view *v = tu_wait_txid(r, 3);
+  ck_assert_uint_eq(replica_view_txid(v), 3);
+  tu_fixture_path(fixture, sizeof(fixture), "main");
+  snprintf(fixture_url, sizeof(fixture_url), "file://%s", fixture);
+  ck_assert_int_eq(compare_with_restore(r, v, fixture_url, "inplace"), 0);
+  replica_view_release(v);
+
+  /* and it goes on following */
+  main_replica_add(&m, 4, 4);
+  v = tu_wait_txid(r, 4);
+  ck_assert_int_eq(compare_with_restore(r, v, m.url, "inplace4"), 0);
+  replica_view_release(v);
+  free(b);
+  replica_release(r);
+}
+END_TEST
+
+/* Files after an incomplete one load at the same poll and are kept: once
+** the incomplete one is complete the replica reaches the end without
+** reading them again (here: they are deleted meanwhile, so reading them
+** again would fail). */
+START_TEST(test_files_after_an_incomplete_one_are_kept) {
+  main_replica m;
+  char to[PATH_CAP * 2], gone[PATH_CAP * 2];
+  size_t n = 0;
+  replica *r = open_main_at_2(&m);
+  uint8_t *b = main_file(&m, 3, to, sizeof(to), &n);
+  ck_assert_int_eq(tu_write_file(to, b, 0), 0);
+  tu_wait_poll_error(r, m.names[2]);
+  main_replica_add(&m, 4, 5);
+  tu_wait_polls(r, 2); /* a poll that started after 4 and 5 were written has ended */
+  ck_assert_uint_eq(tu_latest_txid(r), 2);
+  for (int t = 4; t <= 5; t++) {
+    snprintf(gone, sizeof(gone), "%s/%s", m.l0, m.names[t - 1]);
+    ck_assert_int_eq(unlink(gone), 0);
+  }
+  ck_assert_int_eq(tu_write_at(to, 0, b, n), 0);
+  replica_view *v = tu_wait_txid(r, 5);
+  ck_assert_uint_eq(replica_view_txid(v), 5);
+  main_replica_add(&m, 4, 5); /* back, so that the pages can be read */
+  ck_assert_int_eq(compare_with_restore(r, v, m.url, "kept"), 0);
+  replica_view_release(v);
+  free(b);
+  replica_release(r);
+}
+END_TEST
+
+/* A file that is corrupt for good (its size does not change) is reported
+** with its key, and does not stop the replica from following once other
+** files make it unnecessary: here a corrupt L1 file [3, 4] is the preferred
+** chain, and the replica moves on through the L0 files 3 and 4. */
+START_TEST(test_corrupt_file_is_named_and_bypassed) {
+  main_replica m;
+  char l1[PATH_CAP * 2], name[64], fixture[PATH_CAP], fixture_url[PATH_CAP + 8];
+  size_t n = 0;
+  replica_stat s;
+  replica *r = open_main_at_2(&m);
+  compact_to_l1(m.src, m.names, 3, 4);
+  snprintf(l1, sizeof(l1), "%s/ltx/1/%s", g_tmp, ltx_file_name(3, 4, name));
+  uint8_t *b = tu_read_file(l1, &n);
+  ck_assert_ptr_nonnull(b);
+  b[3] = '0'; /* LTX1 -> LTX0 */
+  ck_assert_int_eq(tu_write_file_atomic(l1, b, n), 0);
+  free(b);
+
+  tu_wait_poll_error(r, name);
+  replica_stats(r, &s);
+  ck_assert_msg(strstr(s.last_poll_error, "corrupt LTX file") != NULL, "%s", s.last_poll_error);
+  ck_assert_uint_ge(s.poll_errors, 1);
+  ck_assert_uint_eq(tu_latest_txid(r), 2);
+
+  main_replica_add(&m, 3, 4);
+  replica_view *v = tu_wait_txid(r, 4);
+  tu_fixture_path(fixture, sizeof(fixture), "main");
+  snprintf(fixture_url, sizeof(fixture_url), "file://%s", fixture);
+  ck_assert_int_eq(compare_with_restore(r, v, fixture_url, "bypass"), 0);
+  replica_view_release(v);
+
+  /* Past it, polls are clean again. */
+  main_replica_add(&m, 5, 5);
+  v = tu_wait_txid(r, 5);
+  replica_view_release(v);
+  tu_wait_polls(r, 2);
+  replica_stats(r, &s);
+  ck_assert_msg(s.last_poll_error[0] == '\0', "%s", s.last_poll_error);
   replica_release(r);
 }
 END_TEST
@@ -494,6 +615,10 @@ static Suite *replica_suite(void) {
   tcase_add_test(tc, test_retention_replans_same_txid);
   tcase_add_test(tc, test_empty_replica_times_out);
   tcase_add_test(tc, test_many_files_pruned_views_stay_right);
+  tcase_add_loop_test(tc, test_file_completed_in_place_is_applied, 0,
+                      (int)(sizeof(kPrefixes) / sizeof(kPrefixes[0])));
+  tcase_add_test(tc, test_files_after_an_incomplete_one_are_kept);
+  tcase_add_test(tc, test_corrupt_file_is_named_and_bypassed);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -80,6 +80,32 @@ out:
   return rc;
 }
 
+/* Writes a file the way Litestream's file replica client does: into a
+** temporary file beside it, then rename, so a reader never sees it partial.
+** The stand-in for Litestream's writer in the poller tests; tests of
+** in-place writers (cp, rsync --inplace) use tu_write_file on purpose. */
+static inline int tu_write_file_atomic(const char *path, const void *buf, size_t n) {
+  char tmp[4096];
+  int len = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  if (len < 0 || (size_t)len >= sizeof(tmp)) return -1;
+  if (tu_write_file(tmp, buf, n) != 0) return -1;
+  return rename(tmp, path);
+}
+
+/* Writes n bytes at off of an existing file, in place (no truncation): a
+** copy still in progress, or its completion. 0 on success. */
+static inline int tu_write_at(const char *path, uint64_t off, const void *buf, size_t n) {
+  int rc = -1;
+  FILE *f = fopen(path, "r+b");
+  if (f == NULL) goto out;
+  if (fseek(f, (long)off, SEEK_SET) != 0) goto out;
+  if (n > 0 && fwrite(buf, 1, n, f) != n) goto out;
+  rc = 0;
+out:
+  if (f != NULL && fclose(f) != 0) rc = -1;
+  return rc;
+}
+
 /* mkdir -p; 0 on success. */
 static inline int tu_mkdirs(const char *path) {
   char tmp[4096];
@@ -226,3 +252,94 @@ static inline char *tu_sha256_hex(const void *data, size_t n, char hex[65]) {
 }
 
 #endif /* LTVFS_TESTUTIL_H */
+
+/* ---- waiting for the replica's poller (suites that include cache.h) ----
+** A test that waits on the background poller waits for a condition with a
+** deadline generous for a loaded 2-core machine, and says on expiry what it
+** saw: the TXID, polls, poll errors and the poller's last error. It never
+** sleeps a fixed time and hopes. */
+#if defined(LTVFS_CACHE_H) && !defined(LTVFS_TESTUTIL_REPLICA)
+#define LTVFS_TESTUTIL_REPLICA
+#include <time.h>
+
+#define TU_POLL_DEADLINE_MS 60000
+
+static inline int64_t tu_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline uint64_t tu_latest_txid(replica *r) {
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  uint64_t t;
+  ck_assert_msg(replica_latest(r, &v, &err) == 0, "%s", err.msg);
+  t = replica_view_txid(v);
+  replica_view_release(v);
+  return t;
+}
+
+/* What the poller saw, for a failure message. */
+static inline const char *tu_poller_state(replica *r, char *buf, size_t cap) {
+  replica_stat s;
+  replica_stats(r, &s);
+  snprintf(buf, cap, "latest TXID %llx, %llu polls, %llu poll errors, %zu pending, last poll error: %s",
+           (unsigned long long)tu_latest_txid(r), (unsigned long long)s.polls,
+           (unsigned long long)s.poll_errors, s.pending_files,
+           s.last_poll_error[0] ? s.last_poll_error : "(none)");
+  return buf;
+}
+
+/* The latest view once its TXID is at least want (a new reference). */
+static inline replica_view *tu_wait_txid(replica *r, uint64_t want) {
+  int64_t deadline = tu_mono_ms() + TU_POLL_DEADLINE_MS;
+  char state[1024];
+  for (;;) {
+    replica_view *v = NULL;
+    ltx_error err = {0};
+    ck_assert_msg(replica_latest(r, &v, &err) == 0, "%s", err.msg);
+    if (replica_view_txid(v) >= want) return v;
+    replica_view_release(v);
+    if (tu_mono_ms() > deadline) break;
+    usleep(5000);
+  }
+  ck_abort_msg("the poller did not reach TXID %llx within %d ms: %s", (unsigned long long)want,
+               TU_POLL_DEADLINE_MS, tu_poller_state(r, state, sizeof(state)));
+  return NULL;
+}
+
+/* Waits until the poller's last error contains what: a poll has ended
+** that saw the file the error names in the state that makes it fail. */
+static inline void tu_wait_poll_error(replica *r, const char *what) {
+  int64_t deadline = tu_mono_ms() + TU_POLL_DEADLINE_MS;
+  char state[1024];
+  for (;;) {
+    replica_stat s;
+    replica_stats(r, &s);
+    if (strstr(s.last_poll_error, what) != NULL) return;
+    if (tu_mono_ms() > deadline) break;
+    usleep(5000);
+  }
+  ck_abort_msg("the poller never reported '%s' within %d ms: %s", what, TU_POLL_DEADLINE_MS,
+               tu_poller_state(r, state, sizeof(state)));
+}
+
+/* Waits until n more polls have ended than when called. */
+static inline void tu_wait_polls(replica *r, uint64_t n) {
+  replica_stat s;
+  uint64_t start;
+  int64_t deadline = tu_mono_ms() + TU_POLL_DEADLINE_MS;
+  char state[1024];
+  replica_stats(r, &s);
+  start = s.polls;
+  for (;;) {
+    replica_stats(r, &s);
+    if (s.polls >= start + n) return;
+    if (tu_mono_ms() > deadline) break;
+    usleep(5000);
+  }
+  ck_abort_msg("fewer than %llu polls in %d ms: %s", (unsigned long long)n, TU_POLL_DEADLINE_MS,
+               tu_poller_state(r, state, sizeof(state)));
+}
+#endif

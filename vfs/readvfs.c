@@ -433,23 +433,45 @@ static char *fmt_time(int64_t ms) {
   return sqlite3_mprintf("%s", ltx_time_format(ms, ts, sizeof(ts)));
 }
 
+/* s as the body of a JSON string (quotes, backslashes, control bytes
+** escaped) into out. */
+static void json_escape(const char *s, char *out, size_t cap) {
+  size_t n = 0;
+  for (; *s && n + 7 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      out[n++] = '\\';
+      out[n++] = (char)c;
+    } else if (c < 0x20) {
+      n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+    } else {
+      out[n++] = (char)c;
+    }
+  }
+  out[n] = '\0';
+}
+
 static char *fmt_stats(lt_file *p) {
   replica_stat s;
   replica_view *v = NULL;
+  char poll_error[sizeof(s.last_poll_error) * 2];
   current_view(p, &v);
   replica_stats(p->rep, &s);
+  json_escape(s.last_poll_error, poll_error, sizeof(poll_error));
   typedef unsigned long long ull;
   return sqlite3_mprintf(
       "{\"txid\":\"%016llx\",\"commit\":%u,\"page_size\":%u,\"pinned\":%d,"
       "\"cache_hits\":%llu,\"cache_misses\":%llu,\"cache_bytes\":%llu,"
       "\"cache_limit\":%llu,\"cache_entries\":%llu,\"cache_evictions\":%llu,"
       "\"requests\":%llu,\"bytes_fetched\":%llu,\"coalesced\":%llu,"
-      "\"polls\":%llu,\"poll_errors\":%llu,\"lag\":%lld}",
+      "\"polls\":%llu,\"poll_errors\":%llu,\"lag\":%lld,\"pending_files\":%llu,"
+      "\"last_poll_error\":\"%s\"}",
       (ull)(v ? replica_view_txid(v) : 0), v ? replica_view_commit(v) : 0,
       v ? replica_view_page_size(v) : 0, p->pin != NULL, (ull)s.cache.hits, (ull)s.cache.misses,
       (ull)s.cache.bytes, (ull)s.cache.limit, (ull)s.cache.entries, (ull)s.cache.evictions,
       (ull)s.requests, (ull)s.bytes_fetched, (ull)s.coalesced, (ull)s.polls,
-      (ull)s.poll_errors, (long long)replica_lag_seconds(p->rep));
+      (ull)s.poll_errors, (long long)replica_lag_seconds(p->rep), (ull)s.pending_files,
+      poll_error);
 }
 
 /* Moves the connection to the state at ts ('LATEST' = follow the newest);
@@ -489,9 +511,19 @@ static int file_pragma(lt_file *p, char **azArg) {
       strcasecmp(name, "ltvfs_pinned_txid") && strcasecmp(name, "ltvfs_last_error"))
     return SQLITE_NOTFOUND;
   if (strcasecmp(name, "ltvfs_last_error") == 0 && val == NULL) {
-    /* SQLite words every I/O error "disk I/O error"; the reason is here. */
+    /* SQLite words every I/O error "disk I/O error"; the reason is here.
+    ** Without a failure of its own, the connection reports why the replica
+    ** is not following (the poller's last error), which it also reads. */
     const char *e = p->open_rc != SQLITE_OK ? p->open_err : p->last_error;
-    azArg[0] = e && *e ? sqlite3_mprintf("%s", e) : NULL;
+    if (e && *e) {
+      azArg[0] = sqlite3_mprintf("%s", e);
+    } else if (p->rep == NULL) {
+      azArg[0] = NULL;
+    } else {
+      replica_stat s;
+      replica_stats(p->rep, &s);
+      azArg[0] = s.last_poll_error[0] ? sqlite3_mprintf("poll: %s", s.last_poll_error) : NULL;
+    }
     return SQLITE_OK;
   }
   if (p->open_rc != SQLITE_OK) {

@@ -25,6 +25,9 @@
 //              body, then reset the connection (TCP RST)
 //   truncate   forward; send the head (its Content-Length promising the whole
 //              body) and the first half of the body, then close (FIN)
+//   listsize   forward; in a ListObjectsV2 answer, report every object whose
+//              key contains `key` with <Size> `size` (a server that lists an
+//              upload in progress, or a stale listing); one per listing
 //   none       pass everything through
 // reset and truncate only count responses that have a body to cut.
 // Filters: `method` (e.g. GET) and `match` (substring of the request path).
@@ -32,6 +35,7 @@
 // Control (on the proxy's own port, plain unsigned GETs; "__fault" cannot be
 // an S3 bucket name, so it never collides with a forwarded request):
 //   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500]
+//                   [&key=K&size=N]  (listsize)
 //   GET /__fault/clear      back to pass-through, counters kept
 //   GET /__fault/stats      {"requests":N,"injected":N,"connections":N,"mode":"...",...}
 //                           (connections: client connections that carried S3
@@ -60,8 +64,8 @@ if (!upHost || !upPort) {
 const port = Number(opt('--port', process.env.FAULT_PORT || 0));
 const parentPid = Number(opt('--parent-pid', 0));
 
-const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate']);
-let fault = { mode: 'none', left: 0, ms: 0, code: 500, method: '', match: '' };
+const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate', 'listsize']);
+let fault = { mode: 'none', left: 0, ms: 0, code: 500, method: '', match: '', key: '', size: 0 };
 const stats = { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' };
 
 function setFault(p) {
@@ -74,6 +78,8 @@ function setFault(p) {
     code: Number(p.code || 500),
     method: (p.method || '').toUpperCase(),
     match: p.match || '',
+    key: p.key || '',
+    size: Number(p.size || 0),
   };
 }
 if (process.env.FAULT_MODE) {
@@ -88,6 +94,7 @@ function takeFault(req) {
   if (fault.mode === 'none' || fault.left === 0) return null;
   if (fault.method && req.method !== fault.method) return null;
   if (fault.match && !req.url.includes(fault.match)) return null;
+  if (fault.mode === 'listsize' && (req.method !== 'GET' || !req.url.includes('list-type='))) return null;
   return { ...fault };
 }
 function consume() {
@@ -106,10 +113,35 @@ function s3Error(res, status, code, message) {
   res.end(body);
 }
 
+// listsize: the listing with the sizes of the matching keys replaced.
+function rewriteSizes(upRes, res, f) {
+  const chunks = [];
+  upRes.on('data', (c) => chunks.push(c));
+  upRes.on('end', () => {
+    let hit = false;
+    const body = Buffer.concat(chunks).toString('utf8').replace(/<Contents>[\s\S]*?<\/Contents>/g, (c) => {
+      const key = (c.match(/<Key>([^<]*)<\/Key>/) || [])[1] || '';
+      if (!key.includes(f.key)) return c;
+      hit = true;
+      return c.replace(/<Size>\d+<\/Size>/, `<Size>${f.size}</Size>`);
+    });
+    if (hit && fault.mode === 'listsize') consume();
+    const headers = strip(upRes.headers);
+    delete headers['transfer-encoding'];
+    headers['content-length'] = String(Buffer.byteLength(body));
+    res.writeHead(upRes.statusCode, headers);
+    res.end(body);
+  });
+}
+
 function forward(req, res, f) {
   const up = http.request({
     host: upHost, port: upPort, method: req.method, path: req.url, headers: strip(req.headers), agent,
   }, (upRes) => {
+    if (f && f.mode === 'listsize') {
+      rewriteSizes(upRes, res, f);
+      return;
+    }
     const cut = f && (f.mode === 'reset' || f.mode === 'truncate') && req.method !== 'HEAD';
     if (!cut) {
       res.writeHead(upRes.statusCode, strip(upRes.headers));

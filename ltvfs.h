@@ -14,7 +14,10 @@
 **   ltvfs_last_error()
 ** PRAGMAs litestream_txid, litestream_lag, litestream_time [= ts],
 **   ltvfs_pinned_txid, ltvfs_stats, ltvfs_last_error.
-** Helpers: ltvfs_version(), ltvfs_restore(url, out_path [, txid]).
+** Helpers: ltvfs_version(), ltvfs_restore(url, out_path [, txid [, 'force']]).
+** Functions with effects outside the statement (ltvfs_restore writes a file)
+** are SQLITE_DIRECTONLY: a view or trigger of a database someone else made
+** cannot call them.
 */
 #ifndef LTVFS_H
 #define LTVFS_H
@@ -30,12 +33,16 @@ extern "C" {
 /* "0.1.0" */
 const char *ltvfs_version(void);
 
+/* ltvfs_restore flags: replace an existing out_path (default: refuse). */
+#define LTVFS_RESTORE_REPLACE 1u
+
 /* Restores the replica at url into out_path (atomically: a temporary file,
 ** fsync, rename). txid 0 = the latest state, otherwise exactly that TXID.
-** Returns 0 on success with *reached_txid set (may be NULL); otherwise a
-** non-zero code and, when errmsg is non-NULL, a malloc'd message naming what
-** failed and where, for the caller to free(). */
-int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
+** An existing out_path is left alone and the call fails, unless flags has
+** LTVFS_RESTORE_REPLACE. Returns 0 on success with *reached_txid set (may
+** be NULL); otherwise a non-zero code and, when errmsg is non-NULL, a
+** malloc'd message naming what failed and where, for the caller to free(). */
+int ltvfs_restore(const char *url, const char *out_path, uint64_t txid, unsigned flags,
                   uint64_t *reached_txid, char **errmsg);
 
 /* The entry point of the loadable extension (`.load ./libltvfs`), and its

@@ -18,7 +18,7 @@ run tools/ltvfs restore "$REPLICA" -o "$OUT/txid4.db" --txid 4 --force
 run sqlite3 "$OUT/txid4.db" "SELECT count(*) AS rows, sum(id) AS sum_id FROM t; PRAGMA integrity_check;"
 printf '\nThe same from inside SQLite, through the loadable extension:\n'
 run sqlite3 :memory: ".load ./libltvfs" \
-  "SELECT ltvfs_restore('$REPLICA', '$OUT/sql.db', '2') AS txid;"
+  "SELECT ltvfs_restore('$REPLICA', '$OUT/sql.db', '2', 'force') AS txid;"
 run sqlite3 "$OUT/sql.db" "SELECT count(*) FROM t;"
 printf '\nNo restore at all: the replica itself as a live, read-only database (VFS litestream):\n'
 run sqlite3 :memory: ".load ./libltvfs" \

@@ -20,7 +20,7 @@ enum {
   CACHE_ERR_PAGE_SIZE = 201, /* files of one plan disagree on page size */
   CACHE_ERR_MISMATCH = 202,  /* file header disagrees with its listing */
   CACHE_ERR_TIMEOUT = 203,   /* the replica stayed empty past the deadline */
-  CACHE_ERR_CLOSED = 204     /* the replica is shutting down */
+  CACHE_ERR_EXISTS = 204     /* a restore's output exists and may not be replaced */
 };
 
 /* Progress of a long job: called after each chunk; done <= total bytes. */
@@ -44,9 +44,12 @@ int cache_apply_ltx(int fd, store *st, const store_ltx_file *f, cache_apply_stat
                     ltx_error *err);
 
 /* Restores the plan into out_path atomically: a temporary file beside it,
-** every file applied in order, fsync, rename, fsync of the directory. On
-** error nothing is left at out_path (an existing file is untouched). */
-int cache_restore(store *st, const store_plan *plan, const char *out_path,
+** every file applied in order, fsync, rename, fsync of the directory. An
+** existing out_path is replaced only when replace is set; otherwise the
+** restore fails with CACHE_ERR_EXISTS and the file is untouched (the check
+** and the rename are one step: link-or-fail). On error nothing is left at
+** out_path (an existing file is untouched). */
+int cache_restore(store *st, const store_plan *plan, const char *out_path, int replace,
                   cache_progress_fn progress, void *progress_ctx, ltx_error *err);
 
 

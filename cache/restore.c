@@ -339,6 +339,19 @@ out:
   return rc;
 }
 
+/* rename(from, to) that fails with EEXIST instead of replacing to, in one
+** step (no window between a check and the rename): renameat2's
+** RENAME_NOREPLACE, or where the file system lacks it, link then unlink. */
+static int rename_noreplace(const char *from, const char *to) {
+#ifdef RENAME_NOREPLACE
+  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -1;
+#endif
+  if (link(from, to) != 0) return -1;
+  unlink(from);
+  return 0;
+}
+
 static int fsync_dir_of(const char *path, ltx_error *err) {
   int rc = LTX_OK;
   char *copy = strdup(path);
@@ -353,7 +366,7 @@ static int fsync_dir_of(const char *path, ltx_error *err) {
   return rc;
 }
 
-int cache_restore(store *st, const store_plan *plan, const char *out_path,
+int cache_restore(store *st, const store_plan *plan, const char *out_path, int replace,
                   cache_progress_fn progress, void *progress_ctx, ltx_error *err) {
   char *tmp_path = NULL;
   int fd = -1;
@@ -416,9 +429,12 @@ int cache_restore(store *st, const store_plan *plan, const char *out_path,
     goto out;
   }
   fd = -1;
-  if (rename(tmp_path, out_path) != 0) {
-    rc = ltx_error_set(err, CACHE_ERR_IO, "rename %s to %s: %s", tmp_path, out_path,
-                       strerror(errno));
+  if (replace ? rename(tmp_path, out_path) != 0 : rename_noreplace(tmp_path, out_path) != 0) {
+    if (!replace && errno == EEXIST)
+      rc = ltx_error_set(err, CACHE_ERR_EXISTS, "%s already exists (not replaced)", out_path);
+    else
+      rc = ltx_error_set(err, CACHE_ERR_IO, "rename %s to %s: %s", tmp_path, out_path,
+                         strerror(errno));
     goto out;
   }
   free(tmp_path);

@@ -120,6 +120,26 @@ char *ltx_file_name(uint64_t min_txid, uint64_t max_txid, char *buf) {
   return buf;
 }
 
+int ltx_txid_parse(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  size_t n = 0;
+  if (s == NULL) return -1;
+  if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s += 2;
+  for (; s[n]; n++) {
+    char c = s[n];
+    unsigned d;
+    if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
+    else return -1;
+    if (n == 16) return -1;
+    v = v << 4 | d;
+  }
+  if (n == 0 || v == 0) return -1;
+  *out = v;
+  return 0;
+}
+
 /* 16 lowercase hex digits, as Litestream's filename regexp demands. */
 static int parse_hex16(const char *s, uint64_t *v) {
   int rc = -1;

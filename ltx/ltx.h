@@ -148,6 +148,10 @@ static inline uint32_t ltx_lock_pgno(uint32_t page_size) {
 }
 /* "%016llx-%016llx.ltx" into buf (>= 38 bytes); returns buf. */
 char *ltx_file_name(uint64_t min_txid, uint64_t max_txid, char *buf);
+/* A TXID as users write it: hex, an optional 0x, 1..16 digits, not zero
+** (no sign, no spaces). 0 on success, -1 if s is not one. The one parser
+** of the CLI, the URI's txid= and the SQL functions. */
+int ltx_txid_parse(const char *s, uint64_t *out);
 /* Parses a name made by ltx_file_name; 0 on success, -1 if not one. */
 int ltx_file_name_parse(const char *name, uint64_t *min_txid, uint64_t *max_txid);
 

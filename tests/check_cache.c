@@ -13,6 +13,7 @@
 #include "cache/cache.h"
 #include "ltx/ltx.h"
 #include "store/store.h"
+#include "tests/testutil.h"
 
 #define PS 4096
 
@@ -72,7 +73,7 @@ static int restore_to(const char *out, uint64_t txid, ltx_error *err) {
   store_plan plan = {0};
   int rc = store_list_all(g_st, &all, err);
   if (rc == LTX_OK) rc = store_plan_build(all.files, all.n, txid, -1, &plan, err);
-  if (rc == LTX_OK) rc = cache_restore(g_st, &plan, out, NULL, NULL, err);
+  if (rc == LTX_OK) rc = cache_restore(g_st, &plan, out, 1, NULL, NULL, err);
   store_plan_free(&plan);
   store_ltx_list_free(&all);
   return rc;
@@ -204,6 +205,38 @@ START_TEST(test_existing_output_untouched_on_failure) {
   ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
   fclose(f);
   ck_assert_str_eq(buf, "precious");
+}
+END_TEST
+
+/* Without replace, an existing output is refused at the rename (one step,
+** no check-then-rename window) and left as it was; no temporary file stays
+** behind. With replace it is replaced. */
+START_TEST(test_existing_output_refused_unless_replace) {
+  char out[300];
+  ltx_error err = {0};
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  size_t n = 0;
+  put_file(1, 1, 10, all10, 10, 0, 0, NULL);
+  snprintf(out, sizeof out, "%s/out.db", g_dir);
+  ck_assert_int_eq(tu_write_file(out, "precious", 8), 0);
+  ck_assert_int_eq(store_list_all(g_st, &all, &err), LTX_OK);
+  ck_assert_int_eq(store_plan_build(all.files, all.n, 0, -1, &plan, &err), LTX_OK);
+  ck_assert_int_eq(cache_restore(g_st, &plan, out, 0, NULL, NULL, &err), CACHE_ERR_EXISTS);
+  ck_assert_msg(strstr(err.msg, out) && strstr(err.msg, "already exists"), "%s", err.msg);
+  uint8_t *b = tu_read_file(out, &n);
+  ck_assert_uint_eq(n, 8);
+  ck_assert_mem_eq(b, "precious", 8);
+  free(b);
+  {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | grep -vc '^ltx$\\|^out.db$') -eq 0", g_dir);
+    ck_assert_msg(system(cmd) == 0, "a temporary file was left in %s", g_dir);
+  }
+  ck_assert_int_eq(cache_restore(g_st, &plan, out, 1, NULL, NULL, &err), LTX_OK);
+  ck_assert_int_eq(file_size(out), 10 * PS);
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
 }
 END_TEST
 
@@ -344,6 +377,7 @@ static Suite *cache_suite(void) {
   tcase_add_test(tc, test_file_named_for_other_txids_is_rejected);
   tcase_add_test(tc, test_checksummed_files_verify_pre_and_post_apply);
   tcase_add_test(tc, test_file_larger_than_a_chunk_reassembles_exactly);
+  tcase_add_test(tc, test_existing_output_refused_unless_replace);
   suite_add_tcase(s, tc);
   return s;
 }

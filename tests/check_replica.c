@@ -109,7 +109,7 @@ static int compare_with_restore(replica *r, replica_view *v, const char *url, co
   ck_assert_int_eq(store_list_all(st, &all, &err), LTX_OK);
   ck_assert_msg(store_plan_build(all.files, all.n, replica_view_txid(v), -1, &plan, &err) == 0,
                 "%s", err.msg);
-  ck_assert_msg(cache_restore(st, &plan, out, NULL, NULL, &err) == 0, "%s", err.msg);
+  ck_assert_msg(cache_restore(st, &plan, out, 0, NULL, NULL, &err) == 0, "%s", err.msg);
   img = tu_read_file(out, &n);
   ck_assert_ptr_nonnull(img);
   ck_assert_uint_eq(n, (size_t)commit * ps);

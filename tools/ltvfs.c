@@ -125,7 +125,7 @@ static int exit_code_for(int code) {
   case STORE_ERR_TXID_UNAVAILABLE:
   case STORE_ERR_NONCONTIGUOUS: return EXIT_UNAVAILABLE;
   default:
-    if (code >= LTX_ERR_MAGIC && code < 100) return EXIT_INVALID;
+    if (store_error_is_corrupt(code)) return EXIT_INVALID;
     if (code == CACHE_ERR_MISMATCH || code == CACHE_ERR_PAGE_SIZE) return EXIT_INVALID;
     return EXIT_FAIL;
   }
@@ -134,19 +134,6 @@ static int exit_code_for(int code) {
 static int report(const ltx_error *err) {
   fprintf(stderr, "%s: %s\n", g_prog, err->msg[0] ? err->msg : ltx_err_name(err->code));
   return exit_code_for(err->code);
-}
-
-/* Hex TXID, optional 0x prefix, 1..16 digits, not zero. */
-static int parse_txid(const char *s, uint64_t *out) {
-  char *end;
-  if (!strncmp(s, "0x", 2) || !strncmp(s, "0X", 2)) s += 2;
-  size_t len = strlen(s);
-  if (len == 0 || len > 16 || strspn(s, "0123456789abcdefABCDEF") != len) return -1;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 16);
-  if (errno || *end || v == 0) return -1;
-  *out = v;
-  return 0;
 }
 
 static const char *human_size(uint64_t n, char *buf, size_t cap) {
@@ -264,7 +251,7 @@ static int cmd_restore(int argc, char **argv) {
     switch (c) {
     case 'o': out_path = optarg; break;
     case 't':
-      if (parse_txid(optarg, &txid))
+      if (ltx_txid_parse(optarg, &txid))
         return usage_error(usage_restore, "--txid %s is not a non-zero hex TXID", optarg);
       break;
     case 'T':
@@ -295,7 +282,7 @@ static int cmd_restore(int argc, char **argv) {
   rc = store_plan_build(all.files, all.n, txid, at_ms, &plan, &err);
   if (rc == STORE_ERR_EMPTY) ltx_error_prefix(&err, "%s", argv[optind]);
   if (rc) goto out;
-  rc = cache_restore(st, &plan, out_path, progress_draw, &bar, &err);
+  rc = cache_restore(st, &plan, out_path, force, progress_draw, &bar, &err);
   if (rc) goto out;
   if (!quiet)
     fprintf(stderr, "restored TXID %016" PRIx64 " from %zu file%s to %s\n", plan.txid, plan.n,

@@ -14,7 +14,7 @@
 
 const char *ltvfs_version(void) { return PACKAGE_VERSION; }
 
-int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
+int ltvfs_restore(const char *url, const char *out_path, uint64_t txid, unsigned flags,
                   uint64_t *reached_txid, char **errmsg) {
   store *st = NULL;
   store_ltx_list all = {0};
@@ -30,7 +30,8 @@ int ltvfs_restore(const char *url, const char *out_path, uint64_t txid,
   rc = store_plan_build(all.files, all.n, txid, -1, &plan, &err);
   if (rc == STORE_ERR_EMPTY) ltx_error_prefix(&err, "%s", url);
   if (rc) goto out;
-  rc = cache_restore(st, &plan, out_path, NULL, NULL, &err);
+  rc = cache_restore(st, &plan, out_path, (flags & LTVFS_RESTORE_REPLACE) != 0, NULL, NULL,
+                     &err);
   if (rc) goto out;
   if (reached_txid) *reached_txid = plan.txid;
 out:

@@ -67,7 +67,7 @@ static void log_configure(void) {
   pthread_mutex_unlock(&g_log_mutex);
 }
 
-void ltvfs_log(int level, const char *msg) {
+void vfs_log(int level, const char *msg) {
   char ts[LTX_TIME_CAP];
   struct timespec now;
   FILE *out = stderr;
@@ -96,7 +96,7 @@ static void vlog(int level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  ltvfs_log(level, msg);
+  vfs_log(level, msg);
 }
 
 /* ---- configuration: URI parameter, then environment, then default ---- */
@@ -162,14 +162,8 @@ static int config_read(const char *zName, lt_config *c, ltx_error *err) {
     return ltx_error_set(err, STORE_ERR_URL,
                          "no replica URL: add replica=URL to the file: URI or set "
                          "LITESTREAM_REPLICA_URL");
-  if ((v = param(zName, "txid", NULL)) != NULL) {
-    char *end = NULL;
-    const char *h = (v[0] == '0' && (v[1] == 'x' || v[1] == 'X')) ? v + 2 : v;
-    errno = 0;
-    c->txid = strtoull(h, &end, 16);
-    if (errno || *h == '\0' || *end || strlen(h) > 16 || c->txid == 0)
-      return ltx_error_set(err, LTX_ERR_ARG, "txid=%s: not a non-zero hex TXID", v);
-  }
+  if ((v = param(zName, "txid", NULL)) != NULL && ltx_txid_parse(v, &c->txid) != 0)
+    return ltx_error_set(err, LTX_ERR_ARG, "txid=%s: not a non-zero hex TXID", v);
   if ((v = param(zName, "time", NULL)) != NULL) {
     c->time_ms = ltx_time_parse(v);
     if (c->time_ms < 0)
@@ -718,7 +712,7 @@ static sqlite3_vfs g_vfs = {
 
 static pthread_mutex_t g_register_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-int ltvfs_register_vfs(void) {
+int vfs_register_vfs(void) {
   int rc = SQLITE_OK;
   pthread_mutex_lock(&g_register_mutex);
   if (g_base == NULL) {
@@ -730,7 +724,7 @@ int ltvfs_register_vfs(void) {
     g_base = base;
     g_vfs.szOsFile = base->szOsFile > (int)sizeof(lt_file) ? base->szOsFile : (int)sizeof(lt_file);
     g_vfs.mxPathname = base->mxPathname;
-    replica_set_log(ltvfs_log);
+    replica_set_log(vfs_log);
     rc = sqlite3_vfs_register(&g_vfs, 0);
     if (rc != SQLITE_OK) g_base = NULL;
   }
@@ -842,7 +836,7 @@ static void fn_set_time(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_null(ctx);
 }
 
-int ltvfs_register_functions(sqlite3 *db) {
+int vfs_register_functions(sqlite3 *db) {
   static const struct {
     const char *name;
     int nmin, nmax;
@@ -861,7 +855,7 @@ int ltvfs_register_functions(sqlite3 *db) {
   return rc;
 }
 
-int ltvfs_open_error(sqlite3 *db, char **pzErrMsg) {
+int vfs_open_error(sqlite3 *db, char **pzErrMsg) {
   sqlite3_file *pf = NULL;
   if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &pf) != SQLITE_OK || pf == NULL ||
       pf->pMethods != &lt_io_methods)

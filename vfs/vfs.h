@@ -16,15 +16,15 @@ struct sqlite3;
 
 /* readvfs.c: registers the replica VFS "litestream" once per process
 ** (wrapping the default VFS); SQLITE_OK or an SQLite code. */
-int ltvfs_register_vfs(void);
+int vfs_register_vfs(void);
 /* readvfs.c: the litestream_* and ltvfs_* SQL functions on db. */
-int ltvfs_register_functions(struct sqlite3 *db);
+int vfs_register_functions(struct sqlite3 *db);
 /* readvfs.c: when db's main database is a litestream file whose open failed,
 ** its SQLite code and "ltvfs: reason" in *pzErrMsg (sqlite3_malloc'd);
 ** else SQLITE_OK. */
-int ltvfs_open_error(struct sqlite3 *db, char **pzErrMsg);
+int vfs_open_error(struct sqlite3 *db, char **pzErrMsg);
 /* readvfs.c: one log line at level 0..3 (debug..error) to
 ** LITESTREAM_LOG_FILE or stderr, filtered by LITESTREAM_LOG_LEVEL. */
-void ltvfs_log(int level, const char *msg);
+void vfs_log(int level, const char *msg);
 
 #endif /* LTVFS_VFS_H */

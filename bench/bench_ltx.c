@@ -46,6 +46,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* clock_gettime, nftw */
 #endif
+#include "config.h"
+
 #include <ftw.h>
 #include <lz4.h>
 #include <lz4frame.h>

@@ -32,6 +32,8 @@
 ** the URI (vfs=litestream). Exit status 0 on success, 1 on any error.
 */
 #define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>

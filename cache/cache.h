@@ -72,6 +72,7 @@ int page_cache_contains(page_cache *pc, uint64_t file_id, uint32_t pgno);
 void page_cache_put(page_cache *pc, uint64_t file_id, uint32_t pgno, const uint8_t *page,
                     uint32_t page_size);
 void page_cache_set_limit(page_cache *pc, size_t limit_bytes);
+size_t page_cache_limit(page_cache *pc);
 void page_cache_stats(page_cache *pc, page_cache_stat *out);
 
 /* ---- the replica object of the read path (replica.c) ---- */

@@ -6,6 +6,8 @@
 ** it. Least recently used entries go first once the byte limit is reached.
 ** One mutex guards everything; a hit costs a hash lookup and one page copy.
 */
+#include "config.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,8 +117,8 @@ void page_cache_put(page_cache *pc, uint64_t file_id, uint32_t pgno, const uint8
                     uint32_t page_size) {
   pc_key k = {file_id, pgno, 0};
   pc_entry *e = NULL;
-  if (pc->limit < page_size + PC_OVERHEAD) return; /* caching is off */
   pthread_mutex_lock(&pc->mutex);
+  if (pc->limit < page_size + PC_OVERHEAD) goto out; /* caching is off */
   HASH_FIND(hh, pc->table, &k, sizeof(k), e);
   if (e != NULL) { /* same immutable bytes: only refresh its recency */
     lru_unlink(pc, e);
@@ -142,6 +144,14 @@ void page_cache_set_limit(page_cache *pc, size_t limit_bytes) {
   pc->limit = limit_bytes;
   evict_to(pc, limit_bytes);
   pthread_mutex_unlock(&pc->mutex);
+}
+
+size_t page_cache_limit(page_cache *pc) {
+  size_t limit;
+  pthread_mutex_lock(&pc->mutex);
+  limit = pc->limit;
+  pthread_mutex_unlock(&pc->mutex);
+  return limit;
 }
 
 void page_cache_stats(page_cache *pc, page_cache_stat *out) {

@@ -28,6 +28,8 @@
 ** straddles the current TXID. Failing polls back off up to 30 s and recover
 ** by themselves.
 */
+#include "config.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -59,11 +61,7 @@ static _Atomic(replica_log_fn) g_log;
 
 void replica_set_log(replica_log_fn fn) { atomic_store(&g_log, fn); }
 
-static void rlog(int level, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+static void rlog(int level, const char *fmt, ...) LTX_PRINTF(2, 3);
 static void rlog(int level, const char *fmt, ...) {
   char msg[768];
   va_list ap;
@@ -1220,7 +1218,7 @@ static uint32_t next_run(replica *r, replica_readahead *ra, uint32_t pgno, uint3
   }
   /* Never fetch more than half the page cache at once: the run would evict
   ** its own first pages before they are read. */
-  cap = (uint32_t)(r->cfg.cache_bytes / 2 / (page_size + 64));
+  cap = (uint32_t)(page_cache_limit(r->pc) / 2 / (page_size + 64));
   if (run > cap) run = cap ? cap : 1;
   return run;
 }
@@ -1413,10 +1411,9 @@ int replica_acquire(const char *url, const replica_config *cfg, replica **out,
   for (r = g_replicas; r; r = r->next) {
     if (strcmp(r->url, url) == 0) {
       r->refs++;
-      if (cfg->cache_bytes > r->cfg.cache_bytes) {
-        r->cfg.cache_bytes = cfg->cache_bytes;
-        page_cache_set_limit(r->pc, cfg->cache_bytes);
-      }
+      /* The limit lives in the page cache (under its lock): r->cfg is
+      ** read by other threads without r's registry lock. */
+      if (cfg->cache_bytes > page_cache_limit(r->pc)) page_cache_set_limit(r->pc, cfg->cache_bytes);
       *out = r;
       goto out;
     }

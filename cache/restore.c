@@ -23,6 +23,8 @@
 ** place after fsync, so the output path holds either nothing new or the whole
 ** restored database, never a torn one.
 */
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>

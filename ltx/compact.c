@@ -31,6 +31,8 @@
 ** decoded in full (exactly one page), its index checked against its header,
 ** and current-format blocks are copied without being compressed again.
 */
+#include "config.h"
+
 #include <stdlib.h>
 #include <string.h>
 

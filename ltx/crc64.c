@@ -71,8 +71,9 @@
 ** constant fails.
 */
 #ifdef HAVE_CONFIG_H
-#include "config.h"
 #endif
+#include "config.h"
+
 #include "ltx/ltx.h"
 
 #include <pthread.h>

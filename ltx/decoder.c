@@ -39,6 +39,8 @@
 ** whatever the read buffer holds until LZ4F reports the end of the frame;
 ** the bytes after it stay in the buffer for the next frame.
 */
+#include "config.h"
+
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>

@@ -24,6 +24,8 @@
 ** offset when a size or salt is given) since Litestream refuses a file that
 ** breaks them. A failed write is sticky: the file is unusable.
 */
+#include "config.h"
+
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>

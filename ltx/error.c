@@ -8,6 +8,8 @@
 **
 ** No allocation: the message lives in the struct and is cut at 511 bytes.
 */
+#include "config.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

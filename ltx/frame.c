@@ -19,6 +19,8 @@
 ** are old and become rarer with every compaction, so the interface stays
 ** stateless instead.
 */
+#include "config.h"
+
 #include <lz4.h>
 
 #include "ltx/ltx_int.h"

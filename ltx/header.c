@@ -20,6 +20,8 @@
 ** rules on top (see encoder.c), since Litestream rejects files that break
 ** them.
 */
+#include "config.h"
+
 #include <stdio.h>
 #include <string.h>
 

@@ -20,6 +20,8 @@
 ** counted before the array is allocated, and isz is checked against the
 ** file size before the tail is trusted.
 */
+#include "config.h"
+
 #include <stdlib.h>
 
 #include "ltx/ltx_int.h"

@@ -55,6 +55,14 @@ typedef enum ltx_err {
   LTX_ERR_CONTIGUITY = 24  /* compactor inputs do not follow each other */
 } ltx_err;
 
+/* printf-style argument checking where the compiler has it, for every
+** variadic formatter of the tree: LTX_PRINTF(format index, first arg). */
+#if defined(__GNUC__)
+#define LTX_PRINTF(fmt, first) __attribute__((format(printf, fmt, first)))
+#else
+#define LTX_PRINTF(fmt, first)
+#endif
+
 typedef struct ltx_error {
   int code;        /* an ltx_err, or a code of a layer above */
   char msg[512];
@@ -62,17 +70,9 @@ typedef struct ltx_error {
 
 /* Records code and a printf-style message in err (err may be NULL); returns
 ** code so callers can write `return ltx_error_set(err, LTX_ERR_X, ...)`. */
-int ltx_error_set(ltx_error *err, int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+int ltx_error_set(ltx_error *err, int code, const char *fmt, ...) LTX_PRINTF(3, 4);
 /* Prepends "prefix: " to an existing message (e.g. the file name). */
-void ltx_error_prefix(ltx_error *err, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void ltx_error_prefix(ltx_error *err, const char *fmt, ...) LTX_PRINTF(2, 3);
 void ltx_error_clear(ltx_error *err);
 /* Short stable name of a code, e.g. "LTX_ERR_MAGIC". */
 const char *ltx_err_name(int code);

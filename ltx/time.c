@@ -7,6 +7,8 @@
 ** litestream_set_time(). Pure arithmetic (H. Hinnant's civil-date algorithms):
 ** no timegm(), no time zone state, the same result in every thread.
 */
+#include "config.h"
+
 #include <stdio.h>
 
 #include "ltx/ltx.h"

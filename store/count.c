@@ -6,6 +6,8 @@
 ** passes, is exact whatever the caller does (an index read that needed a
 ** second suffix read, a batch of ranges, a paginated LIST counts as one).
 */
+#include "config.h"
+
 #include <stdlib.h>
 #include <string.h>
 

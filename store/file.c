@@ -39,6 +39,8 @@
 **    two replacements within one timestamp tick.
 **  - flock() over NFS is whatever the client emulates (fcntl locks on Linux).
 */
+#include "config.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -14,6 +14,8 @@
 ** Because names are fixed-width lowercase hex, key order is (min, max) order,
 ** so "files after (min, max)" is a plain StartAfter on the key.
 */
+#include "config.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -41,6 +41,8 @@
 **    snapshot, is STORE_ERR_TXID_UNAVAILABLE. Time and TXID combine (both
 **    filters apply).
 */
+#include "config.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -94,6 +94,8 @@
 ** Not done: IMDS/SSO/profile credentials, multipart upload (LTX files are
 ** small enough for one PUT of up to 5 GiB), HTTP/2, Retry-After.
 */
+#include "config.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -606,7 +608,7 @@ static void config_free(s3_config *c) {
   memset(c, 0, sizeof(*c));
 }
 
-static char *dup_printf(const char *zFmt, ...) __attribute__((format(printf, 1, 2)));
+static char *dup_printf(const char *zFmt, ...) LTX_PRINTF(1, 2);
 static char *dup_printf(const char *zFmt, ...) {
   va_list ap;
   char *z = NULL;

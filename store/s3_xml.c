@@ -22,6 +22,8 @@
 ** (text of an element that also has children is dropped), encodings other
 ** than UTF-8 (bytes pass through unchanged).
 */
+#include "config.h"
+
 #include <stdlib.h>
 #include <string.h>
 

@@ -21,6 +21,8 @@
 ** store with malloc/calloc and st->url with strdup; ops->close releases only
 ** the backend's state (st->impl); store_close then frees st->url and st.
 */
+#include "config.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,6 +2,8 @@
 ** check_cache.c: the cache layer's apply and restore (LTX.md section 3,
 ** "Applying a plan"), on replicas built with the encoder in a temp dir.
 */
+#include "config.h"
+
 #include <check.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -23,6 +23,8 @@
 ** so the defect under test is the only one and the code returned is the one
 ** for it.
 */
+#include "config.h"
+
 #include <check.h>
 #include <limits.h>
 #include <lz4.h>

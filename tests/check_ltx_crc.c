@@ -12,8 +12,9 @@
 ** ltx_crc_tcase() is added to the ltx suite by tests/check_ltx.c.
 */
 #ifdef HAVE_CONFIG_H
-#include "config.h"
 #endif
+#include "config.h"
+
 #include "ltx/ltx.h"
 
 #include <check.h>

@@ -25,6 +25,8 @@
 ** poller saw when it expires. The writer stand-ins write as Litestream does
 ** (temporary file, rename); in-place writers are tested on purpose.
 */
+#include "config.h"
+
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>

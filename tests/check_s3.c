@@ -17,6 +17,8 @@
 ** Needs node and @20minutes/s3rver in TOP_SRCDIR/.npm-deps (check.sh
 ** installs it); without them the server tests fail, saying so.
 */
+#include "config.h"
+
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>

@@ -13,6 +13,8 @@
 **
 ** Fixtures: $LTVFS_FIXTURES, else the copy in tests/fixtures.
 */
+#include "config.h"
+
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>

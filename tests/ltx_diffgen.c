@@ -13,6 +13,8 @@
 ** holding every page of NEW; OLD may be "-" for an empty database. Errors go
 ** to stderr; exit status 1.
 */
+#include "config.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

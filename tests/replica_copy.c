@@ -10,6 +10,8 @@
 ** Prints one line per file copied to stdout, errors to stderr; exit 1 on
 ** the first failure.
 */
+#include "config.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,6 +14,8 @@
 **   3 invalid data: a corrupt or malformed LTX file
 **   4 not available: empty replica, a TXID or time no plan reaches
 */
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -27,7 +29,6 @@
 
 #include <sqlite3.h>
 
-#include "config.h"
 
 #include "cache/cache.h"
 #include "ltx/ltx.h"

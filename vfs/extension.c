@@ -9,6 +9,8 @@
 ** the routines the host SQLite passes in (defined here), so the library
 ** never drags a second copy of SQLite into a process.
 */
+#include "config.h"
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -10,21 +10,50 @@
 #ifndef LTVFS_VFS_H
 #define LTVFS_VFS_H
 
+#include "cache/cache.h"
 #include "ltvfs.h"
 
 struct sqlite3;
 
+/* ---- config.c: URI parameter, then environment, then default (pure) ---- */
+
+typedef struct vfs_config {
+  const char *url;      /* replica= / LITESTREAM_REPLICA_URL */
+  uint64_t txid;        /* txid=; 0 = not pinned */
+  int64_t time_ms;      /* time=; -1 = not pinned */
+  replica_config rc;    /* poll, cache_size, open_timeout, prefetch_max */
+} vfs_config;
+
+/* Looks up a URI parameter (NULL when absent). */
+typedef const char *(*vfs_param_fn)(void *ctx, const char *key);
+/* Fills c from the URI parameters (uri may be NULL: environment only) and
+** the environment; LTX_ERR_ARG / STORE_ERR_URL naming the setting and its
+** value when one is malformed. Strings point into what uri and getenv
+** returned. */
+int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err);
+/* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
+long vfs_parse_duration_ms(const char *z);
+/* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes; -1
+** if malformed. */
+long long vfs_parse_size(const char *z);
+
 /* readvfs.c: registers the replica VFS "litestream" once per process
 ** (wrapping the default VFS); SQLITE_OK or an SQLite code. */
 int vfs_register_vfs(void);
-/* readvfs.c: the litestream_* and ltvfs_* SQL functions on db. */
+/* functions.c: the litestream_* and ltvfs_* SQL functions on db. */
 int vfs_register_functions(struct sqlite3 *db);
-/* readvfs.c: when db's main database is a litestream file whose open failed,
+/* functions.c: when db's main database is a litestream file whose open failed,
 ** its SQLite code and "ltvfs: reason" in *pzErrMsg (sqlite3_malloc'd);
 ** else SQLITE_OK. */
 int vfs_open_error(struct sqlite3 *db, char **pzErrMsg);
-/* readvfs.c: one log line at level 0..3 (debug..error) to
-** LITESTREAM_LOG_FILE or stderr, filtered by LITESTREAM_LOG_LEVEL. */
+/* ---- log.c ---- */
+
+/* Reads LITESTREAM_LOG_LEVEL and LITESTREAM_LOG_FILE (at every open, so a
+** process can change them between opens; reopens a rotated log file). */
+void vfs_log_configure(void);
+/* One log line at a REPLICA_LOG_* level to LITESTREAM_LOG_FILE or stderr,
+** filtered by LITESTREAM_LOG_LEVEL; errors also to sqlite3_log. */
 void vfs_log(int level, const char *msg);
+void vfs_logf(int level, const char *fmt, ...) LTX_PRINTF(2, 3);
 
 #endif /* LTVFS_VFS_H */

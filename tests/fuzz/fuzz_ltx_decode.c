@@ -15,6 +15,8 @@
 ** decode frame by frame. Built with -fsanitize=fuzzer by tests/fuzz/run.sh,
 ** and with tests/fuzz/replay_main.c into tests/fuzz_replay for `make check`.
 */
+#include "config.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

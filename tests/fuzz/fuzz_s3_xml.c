@@ -18,6 +18,8 @@
 **     -D_GNU_SOURCE -I. store/s3_xml.c ltx/error.c tests/fuzz/fuzz_s3_xml.c -o fuzz_s3_xml
 ** and with tests/fuzz/replay_main.c instead of libFuzzer to replay a corpus.
 */
+#include "config.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,6 +10,8 @@
 ** path cannot be read at all, so that a wrong corpus path does not turn the
 ** test into one that checks nothing.
 */
+#include "config.h"
+
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,16 +1,17 @@
 /*
-** api.c: the public C interface of ltvfs.h, built from the layers below.
-** No SQLite calls here: the library must work when loaded into a SQLite it was
-** not linked against, so only the extension code talks to SQLite, through the
-** routines SQLite hands it.
+** api.c: the public C functions of ltvfs.h that need no SQLite
+** (ltvfs_version, ltvfs_restore), built on this layer's restore. They live
+** here, not in vfs/, because they use only cache/ and store/: only vfs/
+** talks to SQLite, through the routines the host SQLite hands it.
 */
+#include "config.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache/cache.h"
-#include "config.h"
 #include "store/store.h"
-#include "vfs/vfs.h"
+#include "ltvfs.h"
 
 const char *ltvfs_version(void) { return PACKAGE_VERSION; }
 

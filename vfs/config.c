@@ -1,0 +1,115 @@
+/*
+** config.c: the replica VFS's configuration. Every setting is read at every
+** open: the URI parameter wins over the environment variable (the Go VFS's
+** names where it has one), which wins over the default. Pure: no SQLite and
+** no I/O, so tests/check_vfs_config.c tests it directly; the VFS passes
+** sqlite3_uri_parameter as the lookup.
+*/
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "vfs/vfs.h"
+
+#define DEFAULT_POLL_MS 1000
+#define DEFAULT_CACHE_BYTES (32u << 20)
+#define DEFAULT_OPEN_TIMEOUT_MS 10000
+#define DEFAULT_PREFETCH_MAX (4u << 20)
+
+/* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
+long vfs_parse_duration_ms(const char *z) {
+  char *end = NULL;
+  double v;
+  errno = 0;
+  v = strtod(z, &end);
+  if (errno || end == z || v < 0) return -1;
+  if (*end == '\0' || strcmp(end, "ms") == 0) return (long)v;
+  if (strcmp(end, "s") == 0) return (long)(v * 1000);
+  if (strcmp(end, "m") == 0) return (long)(v * 60000);
+  if (strcmp(end, "h") == 0) return (long)(v * 3600000);
+  if (strcmp(end, "us") == 0 || strcmp(end, "µs") == 0) return (long)(v / 1000);
+  return -1;
+}
+
+/* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes. */
+long long vfs_parse_size(const char *z) {
+  char *end = NULL;
+  long long v;
+  errno = 0;
+  v = strtoll(z, &end, 10);
+  if (errno || end == z || v < 0) return -1;
+  switch (toupper((unsigned char)*end)) {
+    case '\0': return v;
+    case 'K': v <<= 10; break;
+    case 'M': v <<= 20; break;
+    case 'G': v <<= 30; break;
+    default: return -1;
+  }
+  end++;
+  if (*end == '\0' || strcasecmp(end, "B") == 0 || strcasecmp(end, "iB") == 0) return v;
+  return -1;
+}
+
+/* The URI parameter key, else the environment variable env (may be NULL);
+** NULL when neither is set or it is empty. */
+static const char *param(vfs_param_fn uri, void *ctx, const char *key, const char *env) {
+  const char *v = uri ? uri(ctx, key) : NULL;
+  if (v == NULL && env != NULL) v = getenv(env);
+  return v && *v ? v : NULL;
+}
+
+int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) {
+  const char *v;
+  memset(c, 0, sizeof(*c));
+  c->time_ms = -1;
+  c->rc.poll_ms = DEFAULT_POLL_MS;
+  c->rc.cache_bytes = DEFAULT_CACHE_BYTES;
+  c->rc.open_timeout_ms = DEFAULT_OPEN_TIMEOUT_MS;
+  c->rc.prefetch_max = DEFAULT_PREFETCH_MAX;
+
+  c->url = param(uri, ctx, "replica", "LITESTREAM_REPLICA_URL");
+  if (c->url == NULL)
+    return ltx_error_set(err, STORE_ERR_URL,
+                         "no replica URL: add replica=URL to the file: URI or set "
+                         "LITESTREAM_REPLICA_URL");
+  if ((v = param(uri, ctx, "txid", NULL)) != NULL && ltx_txid_parse(v, &c->txid) != 0)
+    return ltx_error_set(err, LTX_ERR_ARG, "txid=%s: not a non-zero hex TXID", v);
+  if ((v = param(uri, ctx, "time", NULL)) != NULL) {
+    c->time_ms = ltx_time_parse(v);
+    if (c->time_ms < 0)
+      return ltx_error_set(err, LTX_ERR_ARG,
+                           "time=%s: not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)", v);
+    if (c->txid)
+      return ltx_error_set(err, LTX_ERR_ARG, "txid= and time= cannot both pin the view");
+  }
+  if ((v = param(uri, ctx, "poll", "LITESTREAM_POLL_INTERVAL")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 10 || ms > 86400000L)
+      return ltx_error_set(err, LTX_ERR_ARG,
+                           "poll=%s: not an interval between 10 ms and 1 day (ms, or 1s, 500ms)", v);
+    c->rc.poll_ms = (int)ms;
+  }
+  if ((v = param(uri, ctx, "cache_size", "LTVFS_CACHE_SIZE")) != NULL) {
+    long long n = vfs_parse_size(v);
+    if (n < 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "cache_size=%s: not a size (bytes, or 64M, 1G)", v);
+    c->rc.cache_bytes = (size_t)n;
+  }
+  if ((v = param(uri, ctx, "prefetch_max", "LTVFS_PREFETCH_MAX")) != NULL) {
+    long long n = vfs_parse_size(v);
+    if (n < 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "prefetch_max=%s: not a size (bytes, or 4M)", v);
+    c->rc.prefetch_max = (size_t)n;
+  }
+  if ((v = param(uri, ctx, "open_timeout", "LTVFS_OPEN_TIMEOUT")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 0 || ms > 86400000L)
+      return ltx_error_set(err, LTX_ERR_ARG, "open_timeout=%s: not a duration (ms, or 10s)", v);
+    c->rc.open_timeout_ms = (int)ms;
+  }
+  return LTX_OK;
+}

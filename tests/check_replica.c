@@ -141,7 +141,7 @@ START_TEST(test_views_match_restore) {
   } kDb[] = {{"main", 11}, {"vacuum_then_write", 3}, {"ps1024", 0}, {"ps65536", 0},
              {"ps1024_vfs", 0}, {"shrink", 2}};
   for (size_t i = 0; i < sizeof(kDb) / sizeof(kDb[0]); i++) {
-    char dir[PATH_CAP], url[PATH_CAP];
+    char dir[PATH_CAP], url[PATH_CAP + 8];
     replica *r = NULL;
     replica_view *latest = NULL;
     ltx_error err = {0};
@@ -173,7 +173,7 @@ END_TEST
 /* Pages past commit and unmapped pages read as zeros; a read never fails
 ** for them. */
 START_TEST(test_read_beyond_commit) {
-  char dir[PATH_CAP], url[PATH_CAP];
+  char dir[PATH_CAP], url[PATH_CAP + 8];
   replica *r = NULL;
   replica_view *v = NULL;
   ltx_error err = {0};

@@ -236,20 +236,6 @@ typedef struct load_job {
 ** Frames of larger files are read by runs and checked by LZ4 and the frame
 ** header (pgno) only. */
 
-/* Takes from a header that names f's TXIDs what f needs to know. */
-static int adopt_header(rp_file *f, const ltx_header *h, ltx_error *err) {
-  if (h->min_txid != f->meta.min_txid || h->max_txid != f->meta.max_txid)
-    return ltx_error_set(err, LTX_ERR_TXID,
-                         "%s: header TXIDs %016" PRIx64 "-%016" PRIx64
-                         " do not match the file name",
-                         f->key, h->min_txid, h->max_txid);
-  f->page_size = h->page_size;
-  f->commit = h->commit;
-  f->header_ts_ms = h->timestamp_ms;
-  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = h->timestamp_ms;
-  return LTX_OK;
-}
-
 /* Verifies a whole file in buf (frames, index, file checksum) and that its
 ** header names f's TXIDs; h receives the header. */
 static int verify_whole(const rp_file *f, const uint8_t *buf, size_t n, ltx_header *h,
@@ -259,16 +245,6 @@ static int verify_whole(const rp_file *f, const uint8_t *buf, size_t n, ltx_head
     rc = ltx_error_set(err, LTX_ERR_TXID,
                        "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
                        h->min_txid, h->max_txid);
-  return rc;
-}
-
-/* A whole file read at load: verified, its index parsed, its header adopted. */
-static int parse_whole(rp_file *f, const uint8_t *buf, size_t n, ltx_error *err) {
-  ltx_header h;
-  size_t need = 0;
-  int rc = verify_whole(f, buf, n, &h, err);
-  if (rc == LTX_OK) rc = ltx_index_parse_tail(buf, n, n, &f->idx, &need, err);
-  if (rc == LTX_OK) rc = adopt_header(f, &h, err);
   return rc;
 }
 
@@ -286,124 +262,36 @@ static void cache_all_pages(replica *r, rp_file *f, const uint8_t *buf, uint32_t
   free(page);
 }
 
-/* How much of a large file's tail to read for its index at first: the
-** index takes about 16 bytes per page, and a page costs at least ~30 bytes
-** in the file, so size/32 covers nearly every index in one read. */
-static size_t index_guess(uint64_t size) {
-  uint64_t g = size / 32;
-  if (g < LTX_INDEX_TAIL_GUESS) g = LTX_INDEX_TAIL_GUESS;
-  if (g > size) g = size;
-  if (g > (64u << 20)) g = 64u << 20;
-  return (size_t)g;
-}
-
-/* Parses f's index from *ptail, the last n bytes of an object of size
-** bytes; an index longer than that is read once more, whole. */
-static int index_from_tail(replica *r, rp_file *f, uint8_t **ptail, size_t n, uint64_t size,
-                           ltx_error *err) {
-  size_t need = 0;
-  uint8_t *bigger;
-  int rc = ltx_index_parse_tail(*ptail, n, size, &f->idx, &need, err);
-  if (rc != LTX_ERR_TRUNCATED || need <= n || need > size) return rc;
-  bigger = realloc(*ptail, need);
-  if (bigger == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s's index", f->key);
-  *ptail = bigger;
-  rc = store_read_range(r->st, f->key, size - need, bigger, need, err);
-  if (rc == LTX_OK) rc = ltx_index_parse_tail(bigger, need, size, &f->idx, &need, err);
-  return rc;
-}
-
-/* The smallest valid LTX file: header, terminator, empty index, trailer. */
-#define LTX_MIN_FILE (LTX_HEADER_SIZE + 6 + 1 + 8 + 16)
-
-/* Loads f (f->meta.size taken as the object's size): its header and page
-** index, or the whole file verified when that is one read anyway. */
-static int load_sized(replica *r, rp_file *f, ltx_error *err) {
-  uint64_t size = f->meta.size;
-  size_t n_tail = index_guess(size);
-  uint8_t hdr[LTX_HEADER_SIZE], *tail = NULL;
-  ltx_header h;
-  int rc;
-
-  if (size < LTX_MIN_FILE)
-    return ltx_error_set(err, LTX_ERR_TRUNCATED,
-                         "%" PRIu64 " bytes, shorter than any LTX file (%d)", size, LTX_MIN_FILE);
-  tail = malloc(n_tail);
-  if (tail == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %s", f->key);
-  if (n_tail == size) {
-    /* The whole file in one read: verify it now and cache its pages later
-    ** (f has no id yet). */
-    rc = store_read_range(r->st, f->key, 0, tail, n_tail, err);
-    if (rc == LTX_OK) rc = parse_whole(f, tail, n_tail, err);
-    if (rc == LTX_OK) {
-      f->whole = tail;
-      tail = NULL;
-      atomic_store(&f->verified, 1);
-    }
-    goto out;
-  }
-  /* Header and tail at once (in parallel where the store can). */
-  {
-    store_range rr[2] = {{f->key, 0, hdr, sizeof(hdr), 0},
-                         {f->key, size - n_tail, tail, n_tail, 0}};
-    rc = store_read_ranges(r->st, rr, 2, err);
-  }
-  if (rc == LTX_OK) rc = ltx_header_decode(hdr, &h, err);
-  if (rc == LTX_OK) rc = adopt_header(f, &h, err);
-  if (rc == LTX_OK) rc = index_from_tail(r, f, &tail, n_tail, size, err);
-out:
-  free(tail);
-  if (rc != LTX_OK) {
-    ltx_index_free(&f->idx);
-    free(f->whole);
-    f->whole = NULL;
-  }
-  return rc;
-}
-
-/* Loads the file a listing named. The one rule for what a listing says of
-** an object's size: it is a hint. Stores list objects that are still being
-** written (a file filled in place by cp, rsync --inplace or an NFS client;
-** an S3-compatible server listing an upload in progress), so a load that
-** fails on the bytes asks the store for the object's size now and, when
-** that differs from the size it was loaded with, loads it once more at the
-** new size. A file that fails at the size the store still gives is
-** reported corrupt (with its key); the poller tries it again at its next
-** poll, by this same rule, so it is applied as soon as it is complete.
-** Every load goes through here: at open, at each poll and at a re-plan. */
+/* Loads the file a listing named: header and index, or the whole file
+** verified when it is small (store_load_ltx, which treats the listed size as
+** a hint and names the key of a file that is corrupt). */
 static int load_one(replica *r, const store_ltx_file *meta, rp_file **out, ltx_error *err) {
+  store_ltx_loaded l;
   rp_file *f = calloc(1, sizeof(*f));
-  uint64_t now_size = 0;
-  ltx_error herr = {0};
   int rc;
   if (f == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-  atomic_init(&f->refs, 1);
-  f->meta = *meta;
-  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
-  rc = load_sized(r, f, err);
-  if (rc == LTX_OK || !store_error_is_corrupt(rc)) goto out;
-  if (store_head(r->st, f->key, &now_size, NULL, 0, &herr) != LTX_OK) {
-    *err = herr; /* gone (retention) or the store failed: that is the news */
-    rc = herr.code;
-    goto out;
-  }
-  if (now_size != f->meta.size) {
-    rlog(REPLICA_LOG_DEBUG, "%s: listed at %" PRIu64 " bytes, %" PRIu64 " now; loading again", f->key,
-         f->meta.size, now_size);
-    f->meta.size = now_size;
-    rc = load_sized(r, f, err);
-    if (rc != LTX_OK && store_error_is_corrupt(rc))
-      ltx_error_prefix(err, "LTX file %s is incomplete or corrupt (%" PRIu64
-                            " bytes, still changing?)", f->key, now_size);
-    goto out;
-  }
-  ltx_error_prefix(err, "corrupt LTX file %s (%" PRIu64 " bytes)", f->key, now_size);
-out:
-  if (rc != LTX_OK && strstr(err->msg, f->key) == NULL) ltx_error_prefix(err, "%s", f->key);
+  rc = store_load_ltx(r->st, meta, &l, err);
   if (rc != LTX_OK) {
     free(f);
     return rc;
   }
+  atomic_init(&f->refs, 1);
+  f->meta = *meta;
+  store_ltx_key(r->st, meta->level, meta->min_txid, meta->max_txid, f->key, sizeof(f->key));
+  if (l.size != meta->size) {
+    rlog(REPLICA_LOG_DEBUG, "%s: listed at %" PRIu64 " bytes, loaded at %" PRIu64, f->key,
+         meta->size, l.size);
+    f->meta.size = l.size;
+  }
+  f->page_size = l.header.page_size;
+  f->commit = l.header.commit;
+  /* The header's time, not the listing's: immutable, to the millisecond
+  ** (S3 lists LastModified in whole seconds, at upload). */
+  f->header_ts_ms = l.header.timestamp_ms;
+  if (f->meta.timestamp_ms < 0) f->meta.timestamp_ms = l.header.timestamp_ms;
+  f->idx = l.idx;
+  f->whole = l.whole; /* verified whole: its pages go to the page cache */
+  atomic_init(&f->verified, l.whole != NULL);
   *out = f;
   return LTX_OK;
 }

@@ -178,6 +178,11 @@ int ltx_index_parse_tail(const uint8_t *tail, size_t n_tail, uint64_t file_size,
                          ltx_index *idx, size_t *need, ltx_error *err);
 /* A good first guess for n_tail: covers the index of most files. */
 #define LTX_INDEX_TAIL_GUESS 16384
+/* The most bytes a valid page index of a file with this commit can take
+** (entries, the 0x00 end, the 8-byte length): at most one entry per page,
+** each three varints of at most 5 + 10 + 5 bytes. A reader caps what it
+** allocates for an index by this, whatever the file's tail claims. */
+#define LTX_INDEX_MAX_BYTES(commit) ((uint64_t)(commit) * 20u + 1u + 8u)
 void ltx_index_free(ltx_index *idx);
 /* Binary search; NULL if pgno is not in the file. */
 const ltx_page_entry *ltx_index_find(const ltx_index *idx, uint32_t pgno);

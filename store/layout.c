@@ -7,15 +7,20 @@
 **
 ** Keys are relative to the replica root; the S3 backend adds its PATH itself.
 ** Listing a level parses the names (the header is not read: the name is the
-** contract, store_read_ltx_index checks it against the header later) and
+** contract, store_load_ltx checks it against the header later) and
 ** takes the object's time as the file's timestamp, which Litestream sets to
 ** the header timestamp (file mtime, or S3 metadata).
 **
 ** Because names are fixed-width lowercase hex, key order is (min, max) order,
 ** so "files after (min, max)" is a plain StartAfter on the key.
+**
+** This file owns keys, listings and loading a file's header and index
+** (store_load_ltx, the one index reader of the tree); store.c opens stores
+** and dispatches to the backends, and calls nothing here.
 */
 #include "config.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,4 +136,134 @@ int store_list_all(store *st, store_ltx_list *out, ltx_error *err) {
   }
   if (rc != LTX_OK) store_ltx_list_free(out);
   return rc;
+}
+
+/* ---- loading one file (store.h: store_load_ltx) ---- */
+
+/* The smallest valid LTX file: header, terminator, empty index, trailer. */
+#define LTX_MIN_FILE (LTX_HEADER_SIZE + LTX_TERMINATOR_SIZE + 1 + 8 + LTX_TRAILER_SIZE)
+
+/* How much of a large file's tail to read for its index at first: the
+** index takes about 16 bytes per page, and a page costs at least ~30 bytes
+** in the file, so size/32 covers nearly every index in one read. A file
+** this guess covers whole is read whole. */
+static size_t index_guess(uint64_t size) {
+  uint64_t g = size / 32;
+  if (g < LTX_INDEX_TAIL_GUESS) g = LTX_INDEX_TAIL_GUESS;
+  if (g > size) g = size;
+  if (g > (64u << 20)) g = 64u << 20;
+  return (size_t)g;
+}
+
+static int check_name(const char *key, const store_ltx_file *f, const ltx_header *h,
+                      ltx_error *err) {
+  /* The name is what the planner trusted; a header that disagrees means the
+  ** object is not the file the listing promised (LTX.md section 2). */
+  if (h->min_txid == f->min_txid && h->max_txid == f->max_txid) return LTX_OK;
+  (void)key; /* store_load_ltx names it */
+  return ltx_error_set(err, LTX_ERR_TXID,
+                       "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
+                       h->min_txid, h->max_txid);
+}
+
+/* Parses the index from *ptail, the last n bytes of an object of size
+** bytes; an index longer than that is read once more, whole, if the header's
+** commit allows an index that long. */
+static int index_from_tail(store *st, const char *key, uint32_t commit, uint8_t **ptail,
+                           size_t n, uint64_t size, ltx_index *idx, ltx_error *err) {
+  size_t need = 0;
+  uint8_t *bigger;
+  int rc = ltx_index_parse_tail(*ptail, n, size, idx, &need, err);
+  if (rc != LTX_ERR_TRUNCATED || need <= n || need > size) return rc;
+  if (need > LTX_INDEX_MAX_BYTES(commit))
+    return ltx_error_set(err, LTX_ERR_INDEX,
+                         "the tail claims a %zu-byte page index; %u pages need at most %" PRIu64,
+                         need, commit, LTX_INDEX_MAX_BYTES(commit));
+  bigger = realloc(*ptail, need);
+  if (bigger == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for a %zu-byte index", need);
+  *ptail = bigger;
+  rc = store_read_range(st, key, size - need, bigger, need, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(bigger, need, size, idx, &need, err);
+  return rc;
+}
+
+/* One load with out->size taken as the object's size. */
+static int load_sized(store *st, const char *key, const store_ltx_file *f, store_ltx_loaded *out,
+                      ltx_error *err) {
+  uint64_t size = out->size;
+  size_t n_tail = index_guess(size);
+  uint8_t hdr[LTX_HEADER_SIZE], *tail = NULL;
+  size_t need = 0;
+  int rc;
+
+  if (size < LTX_MIN_FILE)
+    return ltx_error_set(err, LTX_ERR_TRUNCATED,
+                         "%" PRIu64 " bytes, shorter than any LTX file (%d)", size, LTX_MIN_FILE);
+  tail = malloc(n_tail);
+  if (tail == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for %zu bytes", n_tail);
+  if (n_tail == size) {
+    rc = store_read_range(st, key, 0, tail, n_tail, err);
+    if (rc == LTX_OK) rc = ltx_verify_buffer(tail, n_tail, &out->header, NULL, err);
+    if (rc == LTX_OK) rc = check_name(key, f, &out->header, err);
+    if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n_tail, n_tail, &out->idx, &need, err);
+    if (rc == LTX_OK) {
+      out->whole = tail;
+      tail = NULL;
+    }
+    goto out;
+  }
+  {
+    store_range rr[2] = {{key, 0, hdr, sizeof(hdr), 0}, {key, size - n_tail, tail, n_tail, 0}};
+    rc = store_read_ranges(st, rr, 2, err);
+  }
+  if (rc == LTX_OK) rc = ltx_header_decode(hdr, &out->header, err);
+  if (rc == LTX_OK) rc = check_name(key, f, &out->header, err);
+  if (rc == LTX_OK)
+    rc = index_from_tail(st, key, out->header.commit, &tail, n_tail, size, &out->idx, err);
+out:
+  free(tail);
+  if (rc != LTX_OK) {
+    ltx_index_free(&out->idx);
+    free(out->whole);
+    out->whole = NULL;
+  }
+  return rc;
+}
+
+int store_load_ltx(store *st, const store_ltx_file *f, store_ltx_loaded *out, ltx_error *err) {
+  char key[128];
+  uint64_t now_size = 0;
+  ltx_error herr = {0};
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  store_ltx_key(st, f->level, f->min_txid, f->max_txid, key, sizeof(key));
+  out->size = f->size;
+  rc = load_sized(st, key, f, out, err);
+  if (rc == LTX_OK || !store_error_is_corrupt(rc)) goto out;
+  /* The bytes are wrong at the listed size: is that the size? */
+  if (store_head(st, key, &now_size, NULL, 0, &herr) != LTX_OK) {
+    *err = herr; /* gone (retention), or the store failed: that is the news */
+    rc = herr.code;
+    goto out;
+  }
+  if (now_size == f->size) {
+    ltx_error_prefix(err, "corrupt LTX file %s (%" PRIu64 " bytes)", key, now_size);
+    goto out;
+  }
+  out->size = now_size;
+  rc = load_sized(st, key, f, out, err);
+  if (rc != LTX_OK && store_error_is_corrupt(rc))
+    ltx_error_prefix(err, "LTX file %s is incomplete or corrupt (listed at %" PRIu64
+                          " bytes, %" PRIu64 " now)", key, f->size, now_size);
+out:
+  if (rc != LTX_OK && strstr(err->msg, key) == NULL) ltx_error_prefix(err, "%s", key);
+  if (rc != LTX_OK) store_ltx_loaded_free(out);
+  return rc;
+}
+
+void store_ltx_loaded_free(store_ltx_loaded *l) {
+  ltx_index_free(&l->idx);
+  free(l->whole);
+  l->whole = NULL;
 }

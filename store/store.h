@@ -196,11 +196,37 @@ int store_list_level(store *st, int level, uint64_t after_min_txid, uint64_t aft
 /* All levels 0..9, appended into one list (level, then min TXID). */
 int store_list_all(store *st, store_ltx_list *out, ltx_error *err);
 
-/* Reads and parses an LTX file's page index with one suffix read (two when
-** the index is larger than the first guess). Also returns the header when h
-** is non-NULL (one more 100-byte range read). */
-int store_read_ltx_index(store *st, const store_ltx_file *f, ltx_index *idx, ltx_header *h,
-                         ltx_error *err);
+/* Loading one LTX file for random access: its header and page index, or
+** (small files) the whole file, verified.
+**
+** The listed size is a hint, never a fact: stores list objects that are
+** still being written (a file filled in place by cp, rsync --inplace or an
+** NFS client; an S3-compatible server listing an upload in progress) and
+** listings can be stale. So a load that fails on the bytes asks the store
+** for the object's size now (HEAD) and, when it differs from the size the
+** load used, loads once more at the new size. A file that fails at the
+** size the store still gives is reported as corrupt, naming its key; a
+** caller that retries later (the poller) goes through the same rule and
+** applies the file as soon as it is complete.
+**
+** Bounded memory: the index is read in at most two rounds and never takes
+** more than LTX_INDEX_MAX_BYTES(header commit), whatever the tail claims. */
+typedef struct store_ltx_loaded {
+  ltx_header header;    /* its TXIDs are the name's (checked) */
+  ltx_index idx;
+  uint64_t size;        /* the object's size the load used (the store's own
+                        ** when the listed size was wrong) */
+  uint8_t *whole;       /* the whole file, verified (frames, index, file
+                        ** checksum), when it was small enough to read whole
+                        ** in one request (<= LTX_INDEX_TAIL_GUESS); else NULL */
+} store_ltx_loaded;
+/* f names the file (level, TXIDs) and its listed size. Errors name the key:
+** STORE_ERR_NOT_FOUND (gone), corruption (store_error_is_corrupt), or a
+** store failure. On error out holds nothing. Requests: one (whole), or two
+** ranges at once (header and tail; a third for an index bigger than the
+** guess), plus a HEAD and a second load when the listed size was wrong. */
+int store_load_ltx(store *st, const store_ltx_file *f, store_ltx_loaded *out, ltx_error *err);
+void store_ltx_loaded_free(store_ltx_loaded *l);
 
 /* ---- restore planner (LTX.md section 3) ---- */
 

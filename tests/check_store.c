@@ -753,7 +753,7 @@ END_TEST
 
 /* A store wrapper that counts the requests an index read makes. */
 static const store_ops *pRealOps;
-static int nSuffixReads, nRangeReads;
+static int nSuffixReads, nRangeReads, nHeads;
 
 static int counting_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                                ltx_error *err) {
@@ -769,13 +769,20 @@ static int counting_read_suffix(store *st, const char *key, uint8_t *buf, size_t
 
 static store_ops counting_ops;
 
+static int counting_head(store *st, const char *key, uint64_t *size, char *etag, size_t cap,
+                         ltx_error *err) {
+  nHeads++;
+  return pRealOps->head(st, key, size, etag, cap, err);
+}
+
 static void count_requests(store *st) {
   pRealOps = st->ops;
   counting_ops = *st->ops;
   counting_ops.read_range = counting_read_range;
   counting_ops.read_suffix = counting_read_suffix;
+  counting_ops.head = counting_head;
   st->ops = &counting_ops;
-  nSuffixReads = nRangeReads = 0;
+  nSuffixReads = nRangeReads = nHeads = 0;
 }
 
 static uint32_t get_be32(const uint8_t *p) {
@@ -795,7 +802,7 @@ static uint8_t *slurp(const char *zPath, size_t *pn) {
   return a;
 }
 
-START_TEST(test_read_ltx_index_fixture_matches_frames_and_header) {
+START_TEST(test_load_ltx_fixture_matches_frames_and_header) {
   /* commit of each fixture file, from manifest.tsv */
   static const uint32_t aCommit[11] = {18, 96, 96, 96, 164, 164, 233, 265, 265, 265, 59};
   char zDir[1024], zPath[2048];
@@ -809,24 +816,28 @@ START_TEST(test_read_ltx_index_fixture_matches_frames_and_header) {
   ck_assert_uint_eq(l.n, 11);
   count_requests(st);
   for (size_t i = 0; i < l.n; i++) {
-    ltx_index idx = {0};
-    ltx_header h;
+    store_ltx_loaded ld;
     char zName[64];
     size_t nFile, nFrame = 0;
     uint64_t off = LTX_HEADER_SIZE;
     int nSuffix0 = nSuffixReads, nRange0 = nRangeReads;
 
-    int rc = store_read_ltx_index(st, &l.files[i], &idx, &h, &err);
+    int rc = store_load_ltx(st, &l.files[i], &ld, &err);
     ck_assert_msg(rc == LTX_OK, "file %zu: %s", i, err.msg);
+    const ltx_header h = ld.header;
+    const ltx_index idx = ld.idx;
     ck_assert_uint_eq(h.min_txid, i + 1);
     ck_assert_uint_eq(h.max_txid, i + 1);
     ck_assert_uint_eq(h.page_size, 4096);
     ck_assert_uint_eq(h.commit, aCommit[i]);
     ck_assert_uint_eq(h.flags, LTX_HEADER_FLAG_NO_CHECKSUM);
-    /* one suffix read; the header costs a range read only when the file is
-    ** bigger than the suffix */
-    ck_assert_int_eq(nSuffixReads - nSuffix0, 1);
-    ck_assert_int_eq(nRangeReads - nRange0, l.files[i].size > LTX_INDEX_TAIL_GUESS ? 1 : 0);
+    /* a small file is one read, whole and verified; a larger one two ranges
+    ** (header and tail, at once where the store can); never a HEAD */
+    ck_assert_int_eq(nSuffixReads - nSuffix0, 0);
+    ck_assert_int_eq(nRangeReads - nRange0, l.files[i].size > LTX_INDEX_TAIL_GUESS ? 2 : 1);
+    ck_assert_int_eq(ld.whole != NULL, l.files[i].size <= LTX_INDEX_TAIL_GUESS);
+    ck_assert_int_eq(nHeads, 0);
+    ck_assert_uint_eq(ld.size, l.files[i].size);
 
     /* walk the current-format frames independently: pgno | flags | csize */
     snprintf(zPath, sizeof(zPath), "%s/ltx/0/%s", zDir, ltx_file_name(i + 1, i + 1, zName));
@@ -845,7 +856,7 @@ START_TEST(test_read_ltx_index_fixture_matches_frames_and_header) {
     ck_assert_uint_eq(idx.n, nFrame);
     if (i == 0) ck_assert_uint_eq(idx.n, 18); /* a snapshot holds every page */
     free(a);
-    ltx_index_free(&idx);
+    store_ltx_loaded_free(&ld);
   }
   st->ops = pRealOps;
   store_ltx_list_free(&l);
@@ -911,11 +922,10 @@ static uint8_t *synthetic_ltx(uint32_t nPage, size_t *pn) {
   return a;
 }
 
-START_TEST(test_read_ltx_index_large_index_takes_a_second_suffix_read) {
+START_TEST(test_load_ltx_large_index_takes_a_third_range) {
   store *st = open_tmp_store();
   ltx_error err = {0};
-  ltx_index idx = {0};
-  ltx_header h;
+  store_ltx_loaded ld;
   size_t n;
   uint8_t *a = synthetic_ltx(5000, &n);
   store_ltx_file f = {.level = 0, .min_txid = 1, .max_txid = 1, .size = n};
@@ -924,32 +934,25 @@ START_TEST(test_read_ltx_index_large_index_takes_a_second_suffix_read) {
   store_ltx_key(st, 0, 1, 1, zKey, sizeof(zKey));
   ck_assert_int_eq(store_put(st, zKey, a, n, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
   count_requests(st);
-  ck_assert_msg(store_read_ltx_index(st, &f, &idx, &h, &err) == LTX_OK, "%s", err.msg);
-  ck_assert_uint_eq(idx.n, 5000);
-  ck_assert_uint_eq(idx.entries[4999].pgno, 5000);
-  ck_assert_uint_eq(idx.entries[4999].offset, LTX_HEADER_SIZE + 4999 * 16);
-  ck_assert_uint_eq(h.commit, 5000);
-  ck_assert_int_eq(nSuffixReads, 2);
-  ck_assert_int_eq(nRangeReads, 1);
-  ltx_index_free(&idx);
-
-  /* without the header: suffix reads only */
-  nSuffixReads = nRangeReads = 0;
-  ck_assert_int_eq(store_read_ltx_index(st, &f, &idx, NULL, &err), LTX_OK);
-  ck_assert_int_eq(nRangeReads, 0);
-  ltx_index_free(&idx);
+  ck_assert_msg(store_load_ltx(st, &f, &ld, &err) == LTX_OK, "%s", err.msg);
+  ck_assert_uint_eq(ld.idx.n, 5000);
+  ck_assert_uint_eq(ld.idx.entries[4999].pgno, 5000);
+  ck_assert_uint_eq(ld.idx.entries[4999].offset, LTX_HEADER_SIZE + 4999 * 16);
+  ck_assert_uint_eq(ld.header.commit, 5000);
+  ck_assert_int_eq(nRangeReads, 3); /* header, tail, then the whole index */
+  ck_assert_int_eq(nSuffixReads + nHeads, 0);
+  store_ltx_loaded_free(&ld);
   st->ops = pRealOps;
   free(a);
   store_close(st);
 }
 END_TEST
 
-START_TEST(test_read_ltx_index_header_must_match_the_name) {
+START_TEST(test_load_ltx_header_must_match_the_name) {
   char zSrc[2048];
   store *st = open_tmp_store();
   ltx_error err = {0};
-  ltx_index idx = {0};
-  ltx_header h;
+  store_ltx_loaded ld;
   size_t n;
   const char *key = "ltx/0/0000000000000003-0000000000000003.ltx";
   store_ltx_file f = {.level = 0, .min_txid = 3, .max_txid = 3};
@@ -959,16 +962,76 @@ START_TEST(test_read_ltx_index_header_must_match_the_name) {
   uint8_t *a = slurp(zSrc, &n);
   f.size = n;
   ck_assert_int_eq(store_put(st, key, a, n, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
-  ck_assert_int_ne(store_read_ltx_index(st, &f, &idx, &h, &err), LTX_OK);
-  ck_assert_msg(strstr(err.msg, key) != NULL && strstr(err.msg, "do not match") != NULL, "%s",
-                err.msg);
-  ck_assert_ptr_null(idx.entries);
-  ck_assert_uint_eq(idx.n, 0);
+  ck_assert_int_eq(store_load_ltx(st, &f, &ld, &err), LTX_ERR_TXID);
+  ck_assert_msg(strstr(err.msg, key) != NULL && strstr(err.msg, "do not match") != NULL &&
+                    strstr(err.msg, "corrupt LTX file") != NULL,
+                "%s", err.msg);
+  ck_assert_ptr_null(ld.idx.entries);
+  ck_assert_ptr_null(ld.whole);
 
   /* a missing file names its key */
   f.min_txid = f.max_txid = 4;
-  ck_assert_int_eq(store_read_ltx_index(st, &f, &idx, &h, &err), STORE_ERR_NOT_FOUND);
+  ck_assert_int_eq(store_load_ltx(st, &f, &ld, &err), STORE_ERR_NOT_FOUND);
   ck_assert_msg(strstr(err.msg, "0000000000000004-0000000000000004.ltx") != NULL, "%s", err.msg);
+  free(a);
+  store_close(st);
+}
+END_TEST
+
+/* The listed size is a hint: listed at 0, at a prefix, a little short or a
+** little long, a whole file loads at its real size, at the cost of one HEAD
+** and a second load. */
+START_TEST(test_load_ltx_listed_size_is_a_hint) {
+  static const char *kFiles[] = {"0000000000000005-0000000000000005.ltx", /* 65 KB */
+                                 "0000000000000001-0000000000000001.ltx"}; /* 48 KB */
+  char zSrc[2048], zKey[128];
+  store *st = open_tmp_store();
+  ltx_error err = {0};
+  store_ltx_loaded ld;
+  size_t n;
+  for (size_t k = 0; k < 2; k++) {
+    uint64_t txid = k == 0 ? 5 : 1;
+    snprintf(zSrc, sizeof(zSrc), "%s/main/ltx/0/%s", fixtures_dir(), kFiles[k]);
+    uint8_t *a = slurp(zSrc, &n);
+    store_ltx_key(st, 0, txid, txid, zKey, sizeof(zKey));
+    ck_assert_int_eq(store_put(st, zKey, a, n, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
+    const uint64_t kListed[] = {0, 4096, 16384, n - 100, n + 100};
+    for (size_t i = 0; i < sizeof(kListed) / sizeof(kListed[0]); i++) {
+      store_ltx_file f = {.level = 0, .min_txid = txid, .max_txid = txid, .size = kListed[i]};
+      count_requests(st);
+      ck_assert_msg(store_load_ltx(st, &f, &ld, &err) == LTX_OK, "listed %llu: %s",
+                    (unsigned long long)kListed[i], err.msg);
+      ck_assert_uint_eq(ld.size, n);
+      ck_assert_uint_eq(ld.header.max_txid, txid);
+      ck_assert_int_eq(nHeads, 1);
+      store_ltx_loaded_free(&ld);
+      st->ops = pRealOps;
+    }
+    free(a);
+  }
+  store_close(st);
+}
+END_TEST
+
+/* A tail that claims an index larger than the header's commit allows is
+** corrupt: a clear error, and no allocation of what it claims. */
+START_TEST(test_load_ltx_index_bigger_than_commit_allows_is_corrupt) {
+  char zSrc[2048];
+  store *st = open_tmp_store();
+  ltx_error err = {0};
+  store_ltx_loaded ld;
+  size_t n;
+  const char *key = "ltx/0/0000000000000003-0000000000000003.ltx";
+  snprintf(zSrc, sizeof(zSrc), "%s/main/ltx/0/%s", fixtures_dir(),
+           "0000000000000003-0000000000000003.ltx");
+  uint8_t *a = slurp(zSrc, &n); /* 291 KB, commit 96 */
+  put_be64(a + n - 24, n - 200); /* the index "takes" nearly the whole file */
+  ck_assert_int_eq(store_put(st, key, a, n, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
+  store_ltx_file f = {.level = 0, .min_txid = 3, .max_txid = 3, .size = n};
+  ck_assert_int_eq(store_load_ltx(st, &f, &ld, &err), LTX_ERR_INDEX);
+  ck_assert_msg(strstr(err.msg, key) && strstr(err.msg, "corrupt LTX file") &&
+                    strstr(err.msg, "96 pages need at most"),
+                "%s", err.msg);
   free(a);
   store_close(st);
 }
@@ -1260,9 +1323,11 @@ static Suite *store_suite(void) {
   tcase_add_test(tc, test_layout_keys_per_backend);
   tcase_add_test(tc, test_list_level_fixture_main_has_11_sorted_files);
   tcase_add_test(tc, test_list_level_skips_non_ltx_names_and_sorts);
-  tcase_add_test(tc, test_read_ltx_index_fixture_matches_frames_and_header);
-  tcase_add_test(tc, test_read_ltx_index_large_index_takes_a_second_suffix_read);
-  tcase_add_test(tc, test_read_ltx_index_header_must_match_the_name);
+  tcase_add_test(tc, test_load_ltx_fixture_matches_frames_and_header);
+  tcase_add_test(tc, test_load_ltx_large_index_takes_a_third_range);
+  tcase_add_test(tc, test_load_ltx_listed_size_is_a_hint);
+  tcase_add_test(tc, test_load_ltx_index_bigger_than_commit_allows_is_corrupt);
+  tcase_add_test(tc, test_load_ltx_header_must_match_the_name);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("plan");

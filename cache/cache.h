@@ -53,6 +53,15 @@ int cache_restore(store *st, const store_plan *plan, const char *out_path, int r
                   cache_progress_fn progress, void *progress_ctx, ltx_error *err);
 
 
+/* ---- snapshots (snapshot.c) ---- */
+
+/* Encodes the database file open at db_fd (a consistent copy) as the LTX
+** snapshot [1, txid] (flags 0x2, Litestream's format) and writes it to
+** out_fd as it goes: bounded memory whatever the size. *out_header and
+** *out_size (each may be NULL) receive the header and the bytes written. */
+int cache_snapshot_encode(int db_fd, uint64_t txid, int64_t timestamp_ms, int out_fd,
+                          ltx_header *out_header, uint64_t *out_size, ltx_error *err);
+
 /* ---- in-memory page cache (pagecache.c) ---- */
 
 /* Pages keyed by (file id, pgno), bounded by bytes, least recently used out

@@ -53,12 +53,12 @@ static int c_head(store *st, const char *key, uint64_t *size, char *etag, size_t
   return in->ops->head(in, key, size, etag, etag_cap, err);
 }
 
-static int c_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+static int c_put(store *st, const char *key, const store_body *body, int64_t mtime_ms,
                  store_put_cond cond, const char *if_match_etag, char *etag_out, size_t etag_cap,
                  ltx_error *err) {
+  store *in = inner_of(st);
   count(st, 1, 0);
-  return store_put(inner_of(st), key, data, n, mtime_ms, cond, if_match_etag, etag_out,
-                   etag_cap, err);
+  return in->ops->put(in, key, body, mtime_ms, cond, if_match_etag, etag_out, etag_cap, err);
 }
 
 static int c_del(store *st, const char *const *keys, size_t n, ltx_error *err) {

@@ -521,7 +521,23 @@ static int rename_if_match(const char *zTmp, const char *zPath, const char *key,
   return LTX_OK;
 }
 
-static int file_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+/* Writes the whole body to fd, 1 MiB at a time from a file body. */
+static int write_body(int fd, const store_body *b, const char *zPath, ltx_error *err) {
+  uint8_t *buf = NULL;
+  int rc = LTX_OK;
+  if (b->fd < 0) return write_all(fd, b->data, (size_t)b->size, zPath, err);
+  buf = malloc(1u << 20);
+  if (buf == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory writing %s", zPath);
+  for (uint64_t off = 0; off < b->size && rc == LTX_OK; off += 1u << 20) {
+    size_t n = b->size - off < (1u << 20) ? (size_t)(b->size - off) : (1u << 20);
+    rc = store_body_read(b, off, buf, n, err);
+    if (rc == LTX_OK) rc = write_all(fd, buf, n, zPath, err);
+  }
+  free(buf);
+  return rc;
+}
+
+static int file_put(store *st, const char *key, const store_body *body, int64_t mtime_ms,
                     store_put_cond cond, const char *if_match_etag, char *etag_out,
                     size_t etag_cap, ltx_error *err) {
   file_store *fs = file_of(st);
@@ -570,7 +586,7 @@ static int file_put(store *st, const char *key, const uint8_t *data, size_t n, i
     }
   }
   bTmp = 1;
-  rc = write_all(fd, data, n, zTmp, err);
+  rc = write_body(fd, body, zTmp, err);
   if (rc != LTX_OK) goto out;
   if (mtime_ms >= 0) {
     /* Litestream's file backend sets atime and mtime to the LTX timestamp

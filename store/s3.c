@@ -182,8 +182,9 @@ typedef struct s3_req {
   char *zUrl;
   char *zWhat; /* "s3://BUCKET/PATH/KEY" for messages */
   struct curl_slist *pHeaders;
-  const uint8_t *aBody; /* PUT/POST body */
+  const uint8_t *aBody; /* POST body (DeleteObjects) */
   size_t nBody;
+  const store_body *pPut; /* PUT body: memory or a file */
   uint8_t *aOut; /* REQ_RANGE/REQ_SUFFIX destination */
   size_t nOut;
   uint64_t iOff;    /* REQ_RANGE offset */
@@ -194,7 +195,7 @@ typedef struct s3_req {
   int64_t msNotBefore;
   int iSlot; /* easy handle slot while running */
   struct s3_req *pNextWait;
-  size_t iUpload;
+  uint64_t iUpload;
 
   long status;
   char zContentRange[96];
@@ -364,19 +365,39 @@ static void hex_encode(const uint8_t *a, size_t n, char *zOut) {
 }
 
 /* x-amz-content-sha256 value: the body's SHA-256 in hex (of "" when no
-** body) with sign-payload, else UNSIGNED-PAYLOAD. */
-static int payload_hash(const s3_store *p, const uint8_t *a, size_t n, char *zOut) {
-  uint8_t aDigest[EVP_MAX_MD_SIZE];
+** body) with sign-payload, else UNSIGNED-PAYLOAD. A file body is hashed in
+** 1 MiB reads (one pass before the upload: bounded memory). */
+static int payload_hash(const s3_store *p, const s3_req *r, char *zOut) {
+  uint8_t aDigest[EVP_MAX_MD_SIZE], *aBuf = NULL;
   unsigned int nDigest = 0;
+  EVP_MD_CTX *pCtx = NULL;
+  int rc = -1;
   if (!p->cfg.bSignPayload) {
     strcpy(zOut, "UNSIGNED-PAYLOAD");
     return 0;
   }
-  if (EVP_Digest(n ? a : (const uint8_t *)"", n, aDigest, &nDigest, EVP_sha256(), NULL) != 1) {
-    return -1;
+  pCtx = EVP_MD_CTX_new();
+  if (pCtx == NULL || EVP_DigestInit_ex(pCtx, EVP_sha256(), NULL) != 1) goto out;
+  if (r->pPut != NULL && r->pPut->fd >= 0) {
+    aBuf = malloc(1u << 20);
+    if (aBuf == NULL) goto out;
+    for (uint64_t iOff = 0; iOff < r->pPut->size; iOff += 1u << 20) {
+      size_t n = r->pPut->size - iOff < (1u << 20) ? (size_t)(r->pPut->size - iOff) : (1u << 20);
+      if (store_body_read(r->pPut, iOff, aBuf, n, NULL) != LTX_OK) goto out;
+      if (EVP_DigestUpdate(pCtx, aBuf, n) != 1) goto out;
+    }
+  } else if (r->pPut != NULL) {
+    if (EVP_DigestUpdate(pCtx, r->pPut->data, (size_t)r->pPut->size) != 1) goto out;
+  } else if (r->nBody > 0 && EVP_DigestUpdate(pCtx, r->aBody, r->nBody) != 1) {
+    goto out;
   }
+  if (EVP_DigestFinal_ex(pCtx, aDigest, &nDigest) != 1) goto out;
   hex_encode(aDigest, nDigest, zOut);
-  return 0;
+  rc = 0;
+out:
+  EVP_MD_CTX_free(pCtx);
+  free(aBuf);
+  return rc;
 }
 
 /* Content-MD5: base64 of the body's MD5 (DeleteObjects requires it). */
@@ -930,7 +951,7 @@ static int req_header(s3_req *r, const char *zLine, ltx_error *err) {
 static int req_common_headers(s3_store *p, s3_req *r, ltx_error *err) {
   char zLine[128], zHash[80];
   int rc;
-  if (payload_hash(p, r->aBody, r->nBody, zHash) != 0) {
+  if (payload_hash(p, r, zHash) != 0) {
     return ltx_error_set(err, STORE_ERR_IO, "%s: SHA-256 failed", r->zWhat);
   }
   snprintf(zLine, sizeof(zLine), "x-amz-content-sha256: %s", zHash);
@@ -1049,18 +1070,20 @@ static size_t on_header(char *z, size_t sz, size_t nmemb, void *pArg) {
 
 static size_t on_upload(char *zBuf, size_t sz, size_t nmemb, void *pArg) {
   s3_req *r = pArg;
-  size_t n = sz * nmemb, nLeft = r->nBody - r->iUpload;
-  if (n > nLeft) n = nLeft;
+  uint64_t nLeft = r->pPut->size - r->iUpload;
+  size_t n = sz * nmemb;
+  if (n > nLeft) n = (size_t)nLeft;
   if (n == 0) return 0;
-  memcpy(zBuf, r->aBody + r->iUpload, n);
+  if (store_body_read(r->pPut, r->iUpload, (uint8_t *)zBuf, n, NULL) != LTX_OK)
+    return CURL_READFUNC_ABORT; /* the file went short under us: fail, never send less */
   r->iUpload += n;
   return n;
 }
 
 static int on_seek(void *pArg, curl_off_t iOff, int eOrigin) {
   s3_req *r = pArg;
-  if (eOrigin != SEEK_SET || iOff < 0 || (uint64_t)iOff > r->nBody) return CURL_SEEKFUNC_FAIL;
-  r->iUpload = (size_t)iOff;
+  if (eOrigin != SEEK_SET || iOff < 0 || (uint64_t)iOff > r->pPut->size) return CURL_SEEKFUNC_FAIL;
+  r->iUpload = (uint64_t)iOff;
   return CURL_SEEKFUNC_OK;
 }
 
@@ -1123,7 +1146,7 @@ static int attempt_setup(s3_store *p, s3_req *r, CURL *e, int64_t msLeft, ltx_er
       SET(CURLOPT_READDATA, (void *)r);
       SET(CURLOPT_SEEKFUNCTION, on_seek);
       SET(CURLOPT_SEEKDATA, (void *)r);
-      SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->nBody);
+      SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->pPut->size);
       break;
     case REQ_DELETE:
       SET(CURLOPT_POST, 1L);
@@ -1748,7 +1771,7 @@ out:
   return rc;
 }
 
-static int s3_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+static int s3_put(store *st, const char *key, const store_body *body, int64_t mtime_ms,
                   store_put_cond cond, const char *if_match_etag, char *etag_out, size_t etag_cap,
                   ltx_error *err) {
   s3_store *p = s3_of(st);
@@ -1759,8 +1782,7 @@ static int s3_put(store *st, const char *key, const uint8_t *data, size_t n, int
   memset(&r, 0, sizeof(r));
   rc = req_init(p, &r, REQ_PUT, key, NULL, err);
   if (rc != LTX_OK) goto out;
-  r.aBody = data;
-  r.nBody = n;
+  r.pPut = body;
   rc = req_common_headers(p, &r, err);
   if (rc != LTX_OK) goto out;
   if (mtime_ms >= 0) {

@@ -24,8 +24,11 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "store/store.h"
@@ -236,8 +239,35 @@ int store_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t
 int store_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
               store_put_cond cond, const char *if_match_etag, char *etag_out,
               size_t etag_cap, ltx_error *err) {
-  return st->ops->put(st, key, data, n, mtime_ms, cond, if_match_etag, etag_out, etag_cap,
-                      err);
+  store_body b = {data, -1, n};
+  return st->ops->put(st, key, &b, mtime_ms, cond, if_match_etag, etag_out, etag_cap, err);
+}
+
+int store_put_fd(store *st, const char *key, int fd, uint64_t size, int64_t mtime_ms,
+                 store_put_cond cond, const char *if_match_etag, char *etag_out,
+                 size_t etag_cap, ltx_error *err) {
+  store_body b = {NULL, fd, size};
+  return st->ops->put(st, key, &b, mtime_ms, cond, if_match_etag, etag_out, etag_cap, err);
+}
+
+int store_body_read(const store_body *b, uint64_t off, uint8_t *buf, size_t n, ltx_error *err) {
+  size_t done = 0;
+  if (off > b->size || n > b->size - off)
+    return ltx_error_set(err, LTX_ERR_ARG, "read of %zu bytes at %" PRIu64 " past a %" PRIu64
+                         "-byte body", n, off, b->size);
+  if (b->fd < 0) {
+    memcpy(buf, b->data + off, n);
+    return LTX_OK;
+  }
+  while (done < n) {
+    ssize_t got = pread(b->fd, buf + done, n - done, (off_t)(off + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      return ltx_error_set(err, STORE_ERR_IO, "read of the body at offset %" PRIu64 ": %s",
+                           off + done, got < 0 ? strerror(errno) : "the file is shorter");
+    done += (size_t)got;
+  }
+  return LTX_OK;
 }
 
 int store_delete(store *st, const char *const *keys, size_t n, ltx_error *err) {

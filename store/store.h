@@ -53,6 +53,18 @@ void store_object_list_free(store_object_list *l);
 /* An etag buffer of this size holds any backend's etag. */
 #define STORE_ETAG_CAP 128
 
+/* The bytes of a put: in memory, or a seekable file read with pread (so an
+** object of any size goes up in bounded memory, and can be sent again on a
+** retry). */
+typedef struct store_body {
+  const uint8_t *data;  /* memory, when fd < 0 */
+  int fd;               /* a file, from offset 0, when >= 0 */
+  uint64_t size;
+} store_body;
+/* Reads n bytes of body at off into buf (memory or pread); LTX_OK, or
+** STORE_ERR_IO naming what (the file shrank, or a read failed). */
+int store_body_read(const store_body *b, uint64_t off, uint8_t *buf, size_t n, ltx_error *err);
+
 /* Conditions for a put. */
 typedef enum store_put_cond {
   STORE_PUT_ALWAYS = 0,
@@ -97,7 +109,7 @@ typedef struct store_ops {
   /* Atomic put: readers see the old object or the whole new one. mtime_ms,
   ** when >= 0, becomes the object's timestamp. etag_out (may be NULL)
   ** receives the new etag. */
-  int (*put)(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
+  int (*put)(store *st, const char *key, const store_body *body, int64_t mtime_ms,
              store_put_cond cond, const char *if_match_etag, char *etag_out,
              size_t etag_cap, ltx_error *err);
   /* Deletes keys; a missing key is not an error. */
@@ -151,6 +163,11 @@ int store_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err);
 int store_put(store *st, const char *key, const uint8_t *data, size_t n, int64_t mtime_ms,
               store_put_cond cond, const char *if_match_etag, char *etag_out,
               size_t etag_cap, ltx_error *err);
+/* store_put of the size bytes of the file fd (from offset 0, read with
+** pread: fd's position is not used). */
+int store_put_fd(store *st, const char *key, int fd, uint64_t size, int64_t mtime_ms,
+                 store_put_cond cond, const char *if_match_etag, char *etag_out,
+                 size_t etag_cap, ltx_error *err);
 int store_delete(store *st, const char *const *keys, size_t n, ltx_error *err);
 /* The object's size now (and etag, when etag is non-NULL). */
 int store_head(store *st, const char *key, uint64_t *size, char *etag, size_t etag_cap,

@@ -339,67 +339,17 @@ out:
   return rc;
 }
 
-/* Encodes the database file at path as a snapshot [1, txid] into sink. */
-static int encode_snapshot(const char *path, uint64_t txid, ltx_membuf *sink, ltx_error *err) {
-  ltx_encoder *enc = NULL;
-  uint8_t *page = NULL;
-  uint8_t hdr[100];
-  int fd = open(path, O_RDONLY);
-  int rc = LTX_OK;
-  struct stat sb;
-  ltx_header h = {0};
-  struct timespec now;
-
-  if (fd < 0 || fstat(fd, &sb) != 0 || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
-    rc = ltx_error_set(err, CACHE_ERR_IO, "read %s: %s", path,
-                       fd < 0 || errno ? strerror(errno) : "shorter than a database header");
-    goto out;
-  }
-  /* SQLite stores 65536 as 1 (file format, "Database header" offset 16). */
-  h.page_size = ((uint32_t)hdr[16] << 8) | hdr[17];
-  if (h.page_size == 1) h.page_size = 65536;
-  h.commit = (uint32_t)(sb.st_size / h.page_size);
-  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
-  h.min_txid = 1;
-  h.max_txid = txid;
-  clock_gettime(CLOCK_REALTIME, &now);
-  h.timestamp_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-  rc = ltx_encoder_open(&enc, &h, ltx_membuf_write, sink, err);
-  if (rc) goto out;
-  page = malloc(h.page_size);
-  if (!page) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-    goto out;
-  }
-  uint32_t lock = ltx_lock_pgno(h.page_size);
-  for (uint32_t pgno = 1; pgno <= h.commit; pgno++) {
-    if (pgno == lock) continue; /* LTX.md 1: never stored */
-    if (pread(fd, page, h.page_size, (off_t)(pgno - 1) * h.page_size) != (ssize_t)h.page_size) {
-      rc = ltx_error_set(err, CACHE_ERR_IO, "read page %u of %s: %s", pgno, path,
-                         strerror(errno));
-      goto out;
-    }
-    rc = ltx_encoder_put(enc, pgno, page, err);
-    if (rc) goto out;
-  }
-  rc = ltx_encoder_close(enc, 0, err);
-out:
-  ltx_encoder_free(enc);
-  free(page);
-  if (fd >= 0) close(fd);
-  return rc;
-}
-
 static int cmd_import(int argc, char **argv) {
   store *st = NULL;
   store_ltx_list all = {0};
-  ltx_membuf sink = {0};
   ltx_error err = {0};
-  char tmp_path[] = "/tmp/ltvfs-import-XXXXXX";
+  ltx_header h;
+  char db_tmp[] = "/tmp/ltvfs-import-XXXXXX", ltx_tmp[] = "/tmp/ltvfs-import-ltx-XXXXXX";
   char key[128];
-  int have_tmp = 0, level = 0;
+  int have_db_tmp = 0, db_fd = -1, ltx_fd = -1, level = 0;
   int rc, status = EXIT_OK;
-  uint64_t txid = 1;
+  uint64_t txid = 1, size = 0;
+  struct timespec now;
 
   if (wants_help(argc, argv)) return fputs(usage_import, stdout), EXIT_OK;
   if (argc != 3) return usage_error(usage_import, "import takes DB and URL%s", "");
@@ -413,27 +363,37 @@ static int cmd_import(int argc, char **argv) {
     if (all.files[i].max_txid >= txid) txid = all.files[i].max_txid + 1;
   if (txid > 1) level = STORE_SNAPSHOT_LEVEL;
 
-  rc = snapshot_copy(argv[1], tmp_path, &err);
-  have_tmp = 1;
+  /* A consistent copy, encoded into a temporary file, uploaded from it:
+  ** memory stays bounded whatever the database's size. */
+  rc = snapshot_copy(argv[1], db_tmp, &err);
+  have_db_tmp = 1;
   if (rc) goto out;
-  rc = encode_snapshot(tmp_path, txid, &sink, &err);
-  if (rc) goto out;
-  store_ltx_key(st, level, 1, txid, key, sizeof key);
-  {
-    ltx_header h;
-    rc = ltx_header_decode(sink.buf, &h, &err);
-    if (rc) goto out;
-    rc = store_put(st, key, sink.buf, sink.len, h.timestamp_ms, STORE_PUT_IF_ABSENT, NULL,
-                   NULL, 0, &err);
-    if (rc) goto out;
+  db_fd = open(db_tmp, O_RDONLY | O_CLOEXEC);
+  ltx_fd = mkstemp(ltx_tmp);
+  if (db_fd < 0 || ltx_fd < 0) {
+    rc = ltx_error_set(&err, CACHE_ERR_IO, "open a temporary file: %s", strerror(errno));
+    goto out;
   }
-  printf("imported %s as TXID %016" PRIx64 " (%zu bytes) into %s\n", argv[1], txid, sink.len,
+  unlink(ltx_tmp); /* gone with the descriptor, whatever happens */
+  clock_gettime(CLOCK_REALTIME, &now);
+  rc = cache_snapshot_encode(db_fd, txid, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                             ltx_fd, &h, &size, &err);
+  if (rc) {
+    ltx_error_prefix(&err, "%s", argv[1]);
+    goto out;
+  }
+  store_ltx_key(st, level, 1, txid, key, sizeof key);
+  rc = store_put_fd(st, key, ltx_fd, size, h.timestamp_ms, STORE_PUT_IF_ABSENT, NULL, NULL, 0,
+                    &err);
+  if (rc) goto out;
+  printf("imported %s as TXID %016" PRIx64 " (%" PRIu64 " bytes) into %s\n", argv[1], txid, size,
          key);
 
 out:
   if (rc) status = report(&err);
-  if (have_tmp) unlink(tmp_path);
-  ltx_membuf_free(&sink);
+  if (db_fd >= 0) close(db_fd);
+  if (ltx_fd >= 0) close(ltx_fd);
+  if (have_db_tmp) unlink(db_tmp);
   store_ltx_list_free(&all);
   store_close(st);
   return status;
@@ -441,61 +401,82 @@ out:
 
 /* ---- ltx dump / verify ---- */
 
-static int read_whole_file(const char *path, uint8_t **buf, size_t *n, ltx_error *err) {
-  int fd = open(path, O_RDONLY);
-  struct stat sb;
-  int rc = LTX_OK;
-  *buf = NULL;
-  if (fd < 0 || fstat(fd, &sb) != 0) {
-    rc = ltx_error_set(err, LTX_ERR_IO, "%s: %s", path, strerror(errno));
-    goto out;
-  }
-  *n = (size_t)sb.st_size;
-  *buf = malloc(*n ? *n : 1);
-  if (!*buf) {
-    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory", path);
-    goto out;
-  }
-  for (size_t got = 0; got < *n;) {
-    ssize_t r = read(fd, *buf + got, *n - got);
-    if (r <= 0) {
-      rc = ltx_error_set(err, LTX_ERR_IO, "%s: read: %s", path,
-                         r < 0 ? strerror(errno) : "file shrank while reading");
-      goto out;
-    }
+/* n bytes at off of fd, all of them; LTX_ERR_TRUNCATED when the file ends. */
+static int pread_exact(int fd, const char *path, uint64_t off, uint8_t *buf, size_t n,
+                       ltx_error *err) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = pread(fd, buf + got, n - got, (off_t)(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return ltx_error_set(err, LTX_ERR_IO, "%s: read: %s", path, strerror(errno));
+    if (r == 0)
+      return ltx_error_set(err, LTX_ERR_TRUNCATED, "%s: ends at offset %" PRIu64, path,
+                           off + got);
     got += (size_t)r;
   }
-out:
-  if (rc) {
-    free(*buf);
-    *buf = NULL;
+  return LTX_OK;
+}
+
+/* The page index of an LTX file open at fd: its tail only, in at most two
+** reads, never more than the header's commit allows (bounded memory). */
+static int read_index(int fd, const char *path, uint64_t size, uint32_t commit, ltx_index *idx,
+                      uint8_t trailer[LTX_TRAILER_SIZE], ltx_error *err) {
+  size_t n = size < LTX_INDEX_TAIL_GUESS ? (size_t)size : LTX_INDEX_TAIL_GUESS, need = 0;
+  uint8_t *tail = malloc(n ? n : 1);
+  int rc;
+  if (tail == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  rc = pread_exact(fd, path, size - n, tail, n, err);
+  if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n, size, idx, &need, err);
+  if (rc == LTX_ERR_TRUNCATED && need > n && need <= size) {
+    uint8_t *bigger;
+    if (need > LTX_INDEX_MAX_BYTES(commit)) {
+      rc = ltx_error_set(err, LTX_ERR_INDEX,
+                         "the tail claims a %zu-byte page index; %u pages need at most %" PRIu64,
+                         need, commit, LTX_INDEX_MAX_BYTES(commit));
+      goto out;
+    }
+    bigger = realloc(tail, need);
+    if (bigger == NULL) {
+      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory for a %zu-byte index", need);
+      goto out;
+    }
+    tail = bigger;
+    n = need;
+    rc = pread_exact(fd, path, size - n, tail, n, err);
+    if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n, size, idx, &need, err);
   }
-  if (fd >= 0) close(fd);
+  if (rc == LTX_OK) memcpy(trailer, tail + n - LTX_TRAILER_SIZE, LTX_TRAILER_SIZE);
+out:
+  free(tail);
   return rc;
 }
 
 static int cmd_ltx_dump(int argc, char **argv) {
-  uint8_t *buf = NULL;
-  size_t n = 0, need = 0;
+  uint8_t hdr[LTX_HEADER_SIZE], trailer[LTX_TRAILER_SIZE];
   ltx_header h;
   ltx_index idx = {0};
   ltx_error err = {0};
+  struct stat sb;
   char ts[40];
-  int rc, status = EXIT_OK;
+  int fd = -1, rc, status = EXIT_OK;
+  uint64_t size = 0;
 
   if (wants_help(argc, argv)) return fputs(usage_ltx_dump, stdout), EXIT_OK;
   if (argc != 2) return usage_error(usage_ltx_dump, "ltx dump takes one FILE%s", "");
-  rc = read_whole_file(argv[1], &buf, &n, &err);
-  if (rc) goto out;
-  if (n < LTX_HEADER_SIZE) {
-    rc = ltx_error_set(&err, LTX_ERR_TRUNCATED, "%s: %zu bytes, shorter than a header",
-                       argv[1], n);
+  fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    rc = ltx_error_set(&err, LTX_ERR_IO, "%s: %s", argv[1], strerror(errno));
     goto out;
   }
-  rc = ltx_header_decode(buf, &h, &err);
+  size = (uint64_t)sb.st_size;
+  if (size < LTX_HEADER_SIZE) {
+    rc = ltx_error_set(&err, LTX_ERR_TRUNCATED, "%" PRIu64 " bytes, shorter than a header", size);
+    goto out;
+  }
+  rc = pread_exact(fd, argv[1], 0, hdr, sizeof hdr, &err);
+  if (rc == LTX_OK) rc = ltx_header_decode(hdr, &h, &err);
   if (rc) goto out;
   ltx_time_format(h.timestamp_ms, ts, sizeof ts);
-  printf("file:        %s (%zu bytes)\n", argv[1], n);
+  printf("file:        %s (%" PRIu64 " bytes)\n", argv[1], size);
   printf("flags:       0x%x%s\n", h.flags,
          h.flags & LTX_HEADER_FLAG_NO_CHECKSUM ? " (no database checksums)" : "");
   printf("page size:   %u\n", h.page_size);
@@ -507,14 +488,13 @@ static int cmd_ltx_dump(int argc, char **argv) {
   printf("wal:         offset %" PRIu64 " size %" PRIu64 " salts %08x %08x\n", h.wal_offset,
          h.wal_size, h.wal_salt1, h.wal_salt2);
   printf("node id:     %" PRIu64 "\n", h.node_id);
-  rc = ltx_index_parse_tail(buf, n, n, &idx, &need, &err);
+  rc = read_index(fd, argv[1], size, h.commit, &idx, trailer, &err);
   if (rc) goto out;
   {
-    const uint8_t *t = buf + n - LTX_TRAILER_SIZE;
     uint64_t post = 0, file = 0;
     for (int i = 0; i < 8; i++) {
-      post = post << 8 | t[i];
-      file = file << 8 | t[8 + i];
+      post = post << 8 | trailer[i];
+      file = file << 8 | trailer[8 + i];
     }
     printf("post-apply:  %016" PRIx64 "\n", post);
     printf("file cksum:  %016" PRIx64 "\n", file);
@@ -526,11 +506,12 @@ static int cmd_ltx_dump(int argc, char **argv) {
            idx.entries[i].size);
 out:
   if (rc) {
-    if (err.code != LTX_ERR_IO) ltx_error_prefix(&err, "%s", argv[1]);
+    if (err.code != LTX_ERR_IO && strstr(err.msg, argv[1]) == NULL)
+      ltx_error_prefix(&err, "%s", argv[1]);
     status = report(&err);
   }
+  if (fd >= 0) close(fd);
   ltx_index_free(&idx);
-  free(buf);
   return status;
 }
 
@@ -608,27 +589,52 @@ static int cmd_ltx_verify(int argc, char **argv) {
   return status;
 }
 
-static int cmd_ltx(int argc, char **argv) {
-  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    fputs(usage_ltx_dump, argc < 2 ? stderr : stdout);
-    fputs("\n", argc < 2 ? stderr : stdout);
-    fputs(usage_ltx_verify, argc < 2 ? stderr : stdout);
-    return argc < 2 ? EXIT_USAGE : EXIT_OK;
-  }
-  if (!strcmp(argv[1], "dump")) return cmd_ltx_dump(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "verify")) return cmd_ltx_verify(argc - 1, argv + 1);
-  return usage_error(usage_main, "unknown ltx command '%s'", argv[1]);
+/* The commands, and the subcommands of `ltvfs ltx`: name, handler (gets
+** argv from its own name on), usage text. */
+typedef struct command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *usage;
+} command;
+
+static const command kLtxCommands[] = {
+    {"dump", cmd_ltx_dump, usage_ltx_dump},
+    {"verify", cmd_ltx_verify, usage_ltx_verify},
+};
+
+static const command *find_command(const command *table, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(table[i].name, name) == 0) return &table[i];
+  return NULL;
 }
 
+static int cmd_ltx(int argc, char **argv) {
+  const size_t n = sizeof(kLtxCommands) / sizeof(kLtxCommands[0]);
+  const command *c;
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    FILE *out = argc < 2 ? stderr : stdout;
+    for (size_t i = 0; i < n; i++) fprintf(out, "%s%s", i ? "\n" : "", kLtxCommands[i].usage);
+    return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  c = find_command(kLtxCommands, n, argv[1]);
+  if (c == NULL) return usage_error(usage_main, "unknown ltx command '%s'", argv[1]);
+  return c->run(argc - 1, argv + 1);
+}
+
+static const command kCommands[] = {
+    {"ls", cmd_ls, usage_ls},
+    {"restore", cmd_restore, usage_restore},
+    {"import", cmd_import, usage_import},
+    {"ltx", cmd_ltx, NULL},
+};
+
 int main(int argc, char **argv) {
+  const command *c;
   if (argc < 2) return fputs(usage_main, stderr), EXIT_USAGE;
-  const char *cmd = argv[1];
-  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
     return fputs(usage_main, stdout), EXIT_OK;
-  if (!strcmp(cmd, "--version")) return printf("ltvfs %s\n", PACKAGE_VERSION), EXIT_OK;
-  if (!strcmp(cmd, "ls")) return cmd_ls(argc - 1, argv + 1);
-  if (!strcmp(cmd, "restore")) return cmd_restore(argc - 1, argv + 1);
-  if (!strcmp(cmd, "import")) return cmd_import(argc - 1, argv + 1);
-  if (!strcmp(cmd, "ltx")) return cmd_ltx(argc - 1, argv + 1);
-  return usage_error(usage_main, "unknown command '%s'", cmd);
+  if (!strcmp(argv[1], "--version")) return printf("ltvfs %s\n", PACKAGE_VERSION), EXIT_OK;
+  c = find_command(kCommands, sizeof(kCommands) / sizeof(kCommands[0]), argv[1]);
+  if (c == NULL) return usage_error(usage_main, "unknown command '%s'", argv[1]);
+  return c->run(argc - 1, argv + 1);
 }

@@ -18,7 +18,6 @@
 enum {
   CACHE_ERR_IO = 200,        /* local file I/O failed */
   CACHE_ERR_PAGE_SIZE = 201, /* files of one plan disagree on page size */
-  CACHE_ERR_MISMATCH = 202,  /* file header disagrees with its listing */
   CACHE_ERR_TIMEOUT = 203,   /* the replica stayed empty past the deadline */
   CACHE_ERR_EXISTS = 204     /* a restore's output exists and may not be replaced */
 };

@@ -241,10 +241,7 @@ typedef struct load_job {
 static int verify_whole(const rp_file *f, const uint8_t *buf, size_t n, ltx_header *h,
                         ltx_error *err) {
   int rc = ltx_verify_buffer(buf, n, h, NULL, err);
-  if (rc == LTX_OK && (h->min_txid != f->meta.min_txid || h->max_txid != f->meta.max_txid))
-    rc = ltx_error_set(err, LTX_ERR_TXID,
-                       "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
-                       h->min_txid, h->max_txid);
+  if (rc == LTX_OK) rc = store_check_ltx_name(&f->meta, h, err);
   return rc;
 }
 

@@ -202,14 +202,8 @@ static int apply_from_reader(int fd, const store_ltx_file *f, chunk_reader *r,
   rc = ltx_decoder_open(&dec, chunk_read, r, err);
   if (rc) goto out;
   h = ltx_decoder_header(dec);
-  if (h->min_txid != f->min_txid || h->max_txid != f->max_txid) {
-    rc = ltx_error_set(err, CACHE_ERR_MISMATCH,
-                       "header says TXIDs %016llx-%016llx but the file is named for "
-                       "%016llx-%016llx",
-                       (unsigned long long)h->min_txid, (unsigned long long)h->max_txid,
-                       (unsigned long long)f->min_txid, (unsigned long long)f->max_txid);
-    goto out;
-  }
+  rc = store_check_ltx_name(f, h, err);
+  if (rc) goto out;
   if (state->page_size == 0) {
     state->page_size = h->page_size;
   } else if (state->page_size != h->page_size) {

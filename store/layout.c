@@ -155,17 +155,6 @@ static size_t index_guess(uint64_t size) {
   return (size_t)g;
 }
 
-static int check_name(const char *key, const store_ltx_file *f, const ltx_header *h,
-                      ltx_error *err) {
-  /* The name is what the planner trusted; a header that disagrees means the
-  ** object is not the file the listing promised (LTX.md section 2). */
-  if (h->min_txid == f->min_txid && h->max_txid == f->max_txid) return LTX_OK;
-  (void)key; /* store_load_ltx names it */
-  return ltx_error_set(err, LTX_ERR_TXID,
-                       "header TXIDs %016" PRIx64 "-%016" PRIx64 " do not match the file name",
-                       h->min_txid, h->max_txid);
-}
-
 /* Parses the index from *ptail, the last n bytes of an object of size
 ** bytes; an index longer than that is read once more, whole, if the header's
 ** commit allows an index that long. */
@@ -204,7 +193,7 @@ static int load_sized(store *st, const char *key, const store_ltx_file *f, store
   if (n_tail == size) {
     rc = store_read_range(st, key, 0, tail, n_tail, err);
     if (rc == LTX_OK) rc = ltx_verify_buffer(tail, n_tail, &out->header, NULL, err);
-    if (rc == LTX_OK) rc = check_name(key, f, &out->header, err);
+    if (rc == LTX_OK) rc = store_check_ltx_name(f, &out->header, err);
     if (rc == LTX_OK) rc = ltx_index_parse_tail(tail, n_tail, n_tail, &out->idx, &need, err);
     if (rc == LTX_OK) {
       out->whole = tail;
@@ -217,7 +206,7 @@ static int load_sized(store *st, const char *key, const store_ltx_file *f, store
     rc = store_read_ranges(st, rr, 2, err);
   }
   if (rc == LTX_OK) rc = ltx_header_decode(hdr, &out->header, err);
-  if (rc == LTX_OK) rc = check_name(key, f, &out->header, err);
+  if (rc == LTX_OK) rc = store_check_ltx_name(f, &out->header, err);
   if (rc == LTX_OK)
     rc = index_from_tail(st, key, out->header.commit, &tail, n_tail, size, &out->idx, err);
 out:

@@ -284,5 +284,13 @@ void store_interrupt(store *st) {
 }
 
 int store_error_is_corrupt(int code) {
-  return ltx_error_is_data(code) || code == STORE_ERR_SHORT_READ;
+  return ltx_error_is_data(code) || code == STORE_ERR_SHORT_READ || code == STORE_ERR_MISMATCH;
+}
+
+int store_check_ltx_name(const store_ltx_file *f, const ltx_header *h, ltx_error *err) {
+  if (h->min_txid == f->min_txid && h->max_txid == f->max_txid) return LTX_OK;
+  return ltx_error_set(err, STORE_ERR_MISMATCH,
+                       "header TXIDs %016" PRIx64 "-%016" PRIx64
+                       " do not match the file name (%016" PRIx64 "-%016" PRIx64 ")",
+                       h->min_txid, h->max_txid, f->min_txid, f->max_txid);
 }

@@ -30,7 +30,8 @@ enum {
   STORE_ERR_NONCONTIGUOUS = 107,/* plan: gap before the newest file */
   STORE_ERR_TXID_UNAVAILABLE = 108, /* plan: pinned TXID not reachable */
   STORE_ERR_EMPTY = 109,        /* replica holds no LTX files */
-  STORE_ERR_SHORT_READ = 110    /* object shorter than the range asked */
+  STORE_ERR_SHORT_READ = 110,   /* object shorter than the range asked */
+  STORE_ERR_MISMATCH = 111      /* an LTX file's header disagrees with its name */
 };
 
 #define STORE_MAX_LEVEL 9
@@ -199,6 +200,12 @@ typedef struct store_ltx_list {
   size_t n;
 } store_ltx_list;
 void store_ltx_list_free(store_ltx_list *l);
+
+/* STORE_ERR_MISMATCH (with a message giving both) unless h, a header read
+** from the file f names, has f's TXIDs: the name is what the planner
+** trusted, so an object whose header disagrees is not the file the listing
+** promised. */
+int store_check_ltx_name(const store_ltx_file *f, const ltx_header *h, ltx_error *err);
 
 /* Key of an LTX file in st's layout into buf (>= 64 bytes); returns buf. */
 char *store_ltx_key(const store *st, int level, uint64_t min_txid, uint64_t max_txid,

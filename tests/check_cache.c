@@ -276,7 +276,7 @@ START_TEST(test_file_named_for_other_txids_is_rejected) {
   snprintf(to, sizeof to, "%s/ltx/0/0000000000000002-0000000000000003.ltx", g_dir);
   ck_assert_int_eq(rename(from, to), 0);
   snprintf(out, sizeof out, "%s/out.db", g_dir);
-  ck_assert_int_eq(restore_to(out, 0, &err), CACHE_ERR_MISMATCH);
+  ck_assert_int_eq(restore_to(out, 0, &err), STORE_ERR_MISMATCH);
 }
 END_TEST
 

@@ -962,7 +962,7 @@ START_TEST(test_load_ltx_header_must_match_the_name) {
   uint8_t *a = slurp(zSrc, &n);
   f.size = n;
   ck_assert_int_eq(store_put(st, key, a, n, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
-  ck_assert_int_eq(store_load_ltx(st, &f, &ld, &err), LTX_ERR_TXID);
+  ck_assert_int_eq(store_load_ltx(st, &f, &ld, &err), STORE_ERR_MISMATCH);
   ck_assert_msg(strstr(err.msg, key) != NULL && strstr(err.msg, "do not match") != NULL &&
                     strstr(err.msg, "corrupt LTX file") != NULL,
                 "%s", err.msg);

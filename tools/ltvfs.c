@@ -127,7 +127,7 @@ static int exit_code_for(int code) {
   case STORE_ERR_NONCONTIGUOUS: return EXIT_UNAVAILABLE;
   default:
     if (store_error_is_corrupt(code)) return EXIT_INVALID;
-    if (code == CACHE_ERR_MISMATCH || code == CACHE_ERR_PAGE_SIZE) return EXIT_INVALID;
+    if (code == CACHE_ERR_PAGE_SIZE) return EXIT_INVALID;
     return EXIT_FAIL;
   }
 }

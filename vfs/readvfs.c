@@ -56,7 +56,7 @@ int vfs_sqlite_code_for(int code) {
     default: break;
   }
   if (store_error_is_corrupt(code)) return SQLITE_IOERR_CORRUPTFS;
-  if (code == CACHE_ERR_PAGE_SIZE || code == CACHE_ERR_MISMATCH) return SQLITE_IOERR_CORRUPTFS;
+  if (code == CACHE_ERR_PAGE_SIZE) return SQLITE_IOERR_CORRUPTFS;
   return SQLITE_IOERR_READ;
 }
 

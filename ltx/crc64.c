@@ -70,8 +70,6 @@
 ** reference on every length 0..1024 and on large buffers, which any wrong
 ** constant fails.
 */
-#ifdef HAVE_CONFIG_H
-#endif
 #include "config.h"
 
 #include "ltx/ltx.h"

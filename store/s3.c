@@ -1932,9 +1932,16 @@ out:
 
 static char *secret_dup(const char *z) { return z != NULL && *z != '\0' ? strdup(z) : NULL; }
 
+/* Wipes a credential before freeing it; a plain memset before free may be
+** optimised away, explicit_bzero (or writes through a volatile pointer)
+** may not. */
 static void secret_free(char *z) {
   if (z == NULL) return;
+#ifdef HAVE_EXPLICIT_BZERO
   explicit_bzero(z, strlen(z));
+#else
+  for (volatile char *v = z; *v; v++) *v = 0;
+#endif
   free(z);
 }
 

@@ -11,8 +11,6 @@
 **
 ** ltx_crc_tcase() is added to the ltx suite by tests/check_ltx.c.
 */
-#ifdef HAVE_CONFIG_H
-#endif
 #include "config.h"
 
 #include "ltx/ltx.h"

@@ -170,6 +170,19 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* CLOCK_REALTIME ms from now, for pthread_cond_timedwait. */
+static struct timespec realtime_in(int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
+
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -1042,14 +1055,7 @@ static void *poller_main(void *arg) {
   int interval = r->cfg.poll_ms, failures = 0, orphaned;
   pthread_mutex_lock(&r->mutex);
   while (!r->stop) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += interval / 1000;
-    until.tv_nsec += (long)(interval % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = realtime_in(interval);
     while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mutex, &until) != ETIMEDOUT) {
     }
     if (r->stop) break;
@@ -1379,13 +1385,7 @@ void replica_release(replica *r) {
   r->stop = 1;
   pthread_cond_broadcast(&r->cond);
   if (r->poller_running) store_interrupt(r->st);
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += CLOSE_WAIT_MS / 1000;
-  until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  until = realtime_in(CLOSE_WAIT_MS);
   while (r->poller_running && pthread_cond_timedwait(&r->cond, &r->mutex, &until) != ETIMEDOUT) {
   }
   if (r->poller_running) {

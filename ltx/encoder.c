@@ -66,7 +66,7 @@ static int emit(ltx_encoder *e, const uint8_t *buf, size_t len, ltx_error *err) 
   return rc;
 }
 
-static size_t put_uvarint(uint8_t *p, uint64_t v) {
+size_t ltx_uvarint_put(uint8_t *p, uint64_t v) {
   size_t n = 0;
   while (v >= 0x80) {
     p[n++] = (uint8_t)(v | 0x80);
@@ -274,9 +274,9 @@ int ltx_encoder_close(ltx_encoder *e, uint64_t post_apply_checksum, ltx_error *e
   memset(tail, 0, LTX_TERMINATOR_SIZE);
   p = tail + LTX_TERMINATOR_SIZE;
   for (size_t i = 0; i < e->n_idx; i++) {
-    p += put_uvarint(p, e->idx[i].pgno);
-    p += put_uvarint(p, e->idx[i].offset);
-    p += put_uvarint(p, e->idx[i].size);
+    p += ltx_uvarint_put(p, e->idx[i].pgno);
+    p += ltx_uvarint_put(p, e->idx[i].offset);
+    p += ltx_uvarint_put(p, e->idx[i].size);
   }
   *p++ = 0;
   isz = (size_t)(p - tail) - LTX_TERMINATOR_SIZE;

@@ -176,6 +176,9 @@ typedef struct ltx_index {
 ** *need is 0 when reading more cannot help (the file is too small). */
 int ltx_index_parse_tail(const uint8_t *tail, size_t n_tail, uint64_t file_size,
                          ltx_index *idx, size_t *need, ltx_error *err);
+/* Writes v as an unsigned LEB128 varint (the page index's encoding) at p,
+** which has room for 10 bytes; returns the bytes written. */
+size_t ltx_uvarint_put(uint8_t *p, uint64_t v);
 /* A good first guess for n_tail: covers the index of most files. */
 #define LTX_INDEX_TAIL_GUESS 16384
 /* The most bytes a valid page index of a file with this commit can take

@@ -1,6 +1,7 @@
 /*
 ** check_cache.c: the cache layer's apply and restore (LTX.md section 3,
-** "Applying a plan"), on replicas built with the encoder in a temp dir.
+** "Applying a plan"), on replicas built with the encoder in a temp dir, and
+** the in-memory page cache (hits, misses, LRU eviction, the byte limit).
 */
 #include "config.h"
 
@@ -366,8 +367,46 @@ START_TEST(test_file_larger_than_a_chunk_reassembles_exactly) {
 }
 END_TEST
 
+/* ---- page cache ---- */
+
+START_TEST(test_page_cache_lru) {
+  uint8_t page[512], out[512];
+  page_cache_stat st;
+  /* Room for about 3 pages of 512 bytes with their overhead. */
+  page_cache *pc = page_cache_new(3 * (512 + 200));
+  ck_assert_ptr_nonnull(pc);
+  for (uint32_t pg = 1; pg <= 3; pg++) {
+    memset(page, (int)pg, sizeof(page));
+    page_cache_put(pc, 7, pg, page, sizeof(page));
+  }
+  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1); /* 1 is now recent */
+  ck_assert_int_eq(out[0], 1);
+  memset(page, 4, sizeof(page));
+  page_cache_put(pc, 7, 4, page, sizeof(page)); /* evicts 2, the least recent */
+  ck_assert_int_eq(page_cache_get(pc, 7, 2, out, sizeof(out)), 0);
+  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1);
+  ck_assert_int_eq(page_cache_get(pc, 7, 4, out, sizeof(out)), 1);
+  ck_assert_int_eq(out[511], 4);
+  ck_assert_int_eq(page_cache_get(pc, 8, 4, out, sizeof(out)), 0); /* other file */
+  page_cache_stats(pc, &st);
+  ck_assert_uint_le(st.bytes, st.limit);
+  ck_assert_uint_ge(st.evictions, 1);
+  ck_assert_uint_eq(st.hits, 3);
+  ck_assert_uint_eq(st.misses, 2);
+  page_cache_set_limit(pc, 0);
+  page_cache_stats(pc, &st);
+  ck_assert_uint_eq(st.entries, 0);
+  page_cache_put(pc, 7, 9, page, sizeof(page)); /* limit 0: caching off */
+  ck_assert_int_eq(page_cache_get(pc, 7, 9, out, sizeof(out)), 0);
+  page_cache_free(pc);
+}
+END_TEST
+
 static Suite *cache_suite(void) {
   Suite *s = suite_create("cache");
+  TCase *pc = tcase_create("page_cache");
+  tcase_add_test(pc, test_page_cache_lru);
+  suite_add_tcase(s, pc);
   TCase *tc = tcase_create("restore");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_restore_applies_files_in_order_newest_page_wins);
@@ -384,10 +423,4 @@ static Suite *cache_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(cache_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(void) { return tu_run_suite(cache_suite()); }

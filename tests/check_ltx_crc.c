@@ -202,7 +202,8 @@ START_TEST(test_crc_db_checksum_vector) {
   uint8_t *page = malloc(4096);
   ck_assert_ptr_nonnull(page);
   memset(page, 'x', 4096);
-  uint64_t db = 0;
+  uint64_t db = 0; /* LTX.md starts from 0; the first fold sets the flag */
+  ck_assert_uint_eq(ltx_lock_pgno(4096), 262145);
   for (uint32_t pgno = 1; pgno <= 262155; pgno++) {
     if (pgno == ltx_lock_pgno(4096)) continue;
     db = ltx_db_checksum_fold(db, ltx_page_checksum(pgno, page, 4096));

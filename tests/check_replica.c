@@ -1,9 +1,7 @@
 /*
-** check_replica.c: unit tests of the read path's cache layer (cache/pagecache.c,
-** cache/replica.c), without SQLite.
+** check_replica.c: unit tests of the replica object of the read path
+** (cache/replica.c), without SQLite.
 **
-** - The page cache hits, misses, evicts least recently used pages first and
-**   never holds more than its limit.
 ** - A view of every fixture database at every TXID serves, page for page,
 **   the bytes of Litestream's restore (cache_restore). The one allowed
 **   difference: pages that a shrink dropped and a later growth re-exposed
@@ -42,41 +40,6 @@
 #define PATH_CAP 1024
 
 static const replica_config kCfg = {20, 64u << 20, 2000, 4u << 20};
-
-/* ---- page cache ---- */
-
-START_TEST(test_page_cache_lru) {
-  uint8_t page[512], out[512];
-  page_cache_stat st;
-  /* Room for about 3 pages of 512 bytes with their overhead. */
-  page_cache *pc = page_cache_new(3 * (512 + 200));
-  ck_assert_ptr_nonnull(pc);
-  for (uint32_t pg = 1; pg <= 3; pg++) {
-    memset(page, (int)pg, sizeof(page));
-    page_cache_put(pc, 7, pg, page, sizeof(page));
-  }
-  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1); /* 1 is now recent */
-  ck_assert_int_eq(out[0], 1);
-  memset(page, 4, sizeof(page));
-  page_cache_put(pc, 7, 4, page, sizeof(page)); /* evicts 2, the least recent */
-  ck_assert_int_eq(page_cache_get(pc, 7, 2, out, sizeof(out)), 0);
-  ck_assert_int_eq(page_cache_get(pc, 7, 1, out, sizeof(out)), 1);
-  ck_assert_int_eq(page_cache_get(pc, 7, 4, out, sizeof(out)), 1);
-  ck_assert_int_eq(out[511], 4);
-  ck_assert_int_eq(page_cache_get(pc, 8, 4, out, sizeof(out)), 0); /* other file */
-  page_cache_stats(pc, &st);
-  ck_assert_uint_le(st.bytes, st.limit);
-  ck_assert_uint_ge(st.evictions, 1);
-  ck_assert_uint_eq(st.hits, 3);
-  ck_assert_uint_eq(st.misses, 2);
-  page_cache_set_limit(pc, 0);
-  page_cache_stats(pc, &st);
-  ck_assert_uint_eq(st.entries, 0);
-  page_cache_put(pc, 7, 9, page, sizeof(page)); /* limit 0: caching off */
-  ck_assert_int_eq(page_cache_get(pc, 7, 9, out, sizeof(out)), 0);
-  page_cache_free(pc);
-}
-END_TEST
 
 /* ---- views against restores ---- */
 
@@ -604,10 +567,7 @@ END_TEST
 
 static Suite *replica_suite(void) {
   Suite *s = suite_create("replica");
-  TCase *tc = tcase_create("page_cache");
-  tcase_add_test(tc, test_page_cache_lru);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("views");
+  TCase *tc = tcase_create("views");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_views_match_restore);
@@ -625,11 +585,4 @@ static Suite *replica_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(replica_suite());
-  int failed;
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+int main(void) { return tu_run_suite(replica_suite()); }

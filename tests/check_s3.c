@@ -1697,16 +1697,13 @@ static Suite *s3_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(s3_suite());
-  int nFailed;
+  int rc;
   /* a server that dies must not kill the test with SIGPIPE */
   signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   servers_start();
-  srunner_run_all(sr, CK_NORMAL);
-  nFailed = srunner_ntests_failed(sr);
-  srunner_free(sr);
+  rc = tu_run_suite(s3_suite());
   servers_stop();
   curl_global_cleanup();
-  return nFailed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return rc;
 }

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "tests/testutil.h"
 
 /* ---- helpers ---- */
 
@@ -876,16 +877,6 @@ static void put_be64(uint8_t *p, uint64_t v) {
   put_be32(p + 4, (uint32_t)v);
 }
 
-static size_t put_uvarint(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
 /* A structurally valid snapshot of nPage 512-byte pages whose frames hold
 ** 6 placeholder payload bytes each: the index is what matters here. */
 static uint8_t *synthetic_ltx(uint32_t nPage, size_t *pn) {
@@ -910,9 +901,9 @@ static uint8_t *synthetic_ltx(uint32_t nPage, size_t *pn) {
   off += LTX_TERMINATOR_SIZE;
   iIdx = off;
   for (uint32_t pg = 1; pg <= nPage; pg++) {
-    off += put_uvarint(a + off, pg);
-    off += put_uvarint(a + off, LTX_HEADER_SIZE + (uint64_t)(pg - 1) * 16);
-    off += put_uvarint(a + off, 16);
+    off += ltx_uvarint_put(a + off, pg);
+    off += ltx_uvarint_put(a + off, LTX_HEADER_SIZE + (uint64_t)(pg - 1) * 16);
+    off += ltx_uvarint_put(a + off, 16);
   }
   a[off++] = 0;
   nIdx = off - iIdx;
@@ -1347,11 +1338,4 @@ static Suite *store_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(store_suite());
-  int nFailed;
-  srunner_run_all(sr, CK_NORMAL);
-  nFailed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return nFailed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+int main(void) { return tu_run_suite(store_suite()); }

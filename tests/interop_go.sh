@@ -56,20 +56,7 @@ for p in "$LTVFS" "$LTX_DIFFGEN"; do
 done
 
 # go_sql REPLICA_DIR read|write: runs the SQL on stdin through the Go VFS.
-go_sql() {
-  local rep=$1 mode=$2
-  local -a envs=("LITESTREAM_REPLICA_URL=file://$rep" "LITESTREAM_LOG_FILE=$WORK/go.log")
-  if [ "$mode" == write ]; then
-    # Sync only when the connection closes: one LTX file per process.
-    envs+=(LITESTREAM_WRITE_ENABLED=true LITESTREAM_SYNC_INTERVAL=30s
-      "LITESTREAM_BUFFER_PATH=$WORK/go/buffer")
-  fi
-  (
-    cd "$WORK/go"
-    { printf '.load %s\n.open file:x.db?vfs=litestream\n' "$GOVFS"; cat; } |
-      env -u AWS_CA_BUNDLE "${envs[@]}" timeout 60 "$SQLITE3" -batch
-  )
-}
+go_sql() { go_vfs_sql "file://$1" "$2" "$WORK"; }
 
 # The checks, "name<TAB>sql", all without errors on every state used here
 # (the line numbers in an error would differ between the Go and plain runs).

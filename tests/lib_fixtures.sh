@@ -62,6 +62,28 @@ require_go_vfs() {
   GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
 }
 
+# go_vfs_sql URL read|write DIR: runs the SQL on stdin through the real
+# Litestream Go VFS ($GOVFS) on the replica URL, in DIR/go (its buffer and
+# x.db live there; its log goes to DIR/go.log, off stdout). In write mode it
+# syncs one LTX file when the connection closes (the sync interval is 30 s),
+# so each call is one commit batch: a long-lived Go VFS writer corrupts its
+# own view after its first sync. Run with AWS_CA_BUNDLE unset (it breaks the
+# Go S3 client) and under a timeout.
+go_vfs_sql() {
+  local url=$1 mode=$2 dir=$3
+  local -a envs=("LITESTREAM_REPLICA_URL=$url" "LITESTREAM_LOG_FILE=$dir/go.log")
+  if [ "$mode" == write ]; then
+    envs+=(LITESTREAM_WRITE_ENABLED=true LITESTREAM_SYNC_INTERVAL=30s
+      "LITESTREAM_BUFFER_PATH=$dir/go/buffer")
+  fi
+  mkdir -p "$dir/go"
+  (
+    cd "$dir/go"
+    { printf '.load %s\n.open file:x.db?vfs=litestream\n' "$GOVFS"; cat; } |
+      env -u AWS_CA_BUNDLE "${envs[@]}" timeout 60 "$SQLITE3" -batch
+  )
+}
+
 # start_test_s3: sources tests/s3/env.sh and starts the loopback S3 server
 # (ok), or reports why not (not ok, its output) and finishes the test.
 start_test_s3() {

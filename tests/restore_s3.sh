@@ -143,19 +143,7 @@ fi
 GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
 mkdir -p "$WORK/go"
 # go_sql URL read|write: runs the SQL on stdin through the Go VFS.
-go_sql() {
-  local url=$1 mode=$2
-  local -a envs=("LITESTREAM_REPLICA_URL=$url" "LITESTREAM_LOG_FILE=$WORK/go.log")
-  if [ "$mode" == write ]; then
-    envs+=(LITESTREAM_WRITE_ENABLED=true LITESTREAM_SYNC_INTERVAL=30s
-      "LITESTREAM_BUFFER_PATH=$WORK/go/buffer")
-  fi
-  (
-    cd "$WORK/go"
-    { printf '.load %s\n.open file:x.db?vfs=litestream\n' "$GOVFS"; cat; } |
-      env -u AWS_CA_BUNDLE "${envs[@]}" timeout 60 "$SQLITE3" -batch
-  )
-}
+go_sql() { go_vfs_sql "$1" "$2" "$WORK"; }
 QUERIES="PRAGMA page_size;
 SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name;
 SELECT count(*), sum(id), sum(length(name)), sum(length(payload)) FROM t;

@@ -5,8 +5,10 @@
 ** Header-only and layer-neutral: whole-file reads and writes, paths of the
 ** fixtures under TOP_SRCDIR "/tests/fixtures" (TOP_SRCDIR comes from the
 ** Makefile), temporary directories that a test removes again, a growable
-** byte buffer, a seeded random generator so a failure reproduces, and
-** SHA-256 for the img_sha256 column of expected.tsv. All
+** byte buffer, a seeded random generator so a failure reproduces,
+** SHA-256 for the img_sha256 column of expected.tsv, the suites' main()
+** (tu_run_suite) and, for suites that include cache.h, waits on the
+** replica's poller with deadlines (tu_wait_*). All
 ** functions are static inline so a suite that uses a few of them compiles
 ** without unused-function warnings.
 **
@@ -29,6 +31,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include <check.h>
+#include <openssl/evp.h>
 
 #ifndef TOP_SRCDIR
 #define TOP_SRCDIR "."
@@ -194,61 +199,27 @@ static inline void tu_fill_random(uint64_t *state, uint8_t *buf, size_t n) {
   }
 }
 
-/* SHA-256 (FIPS 180-4) of n bytes as 64 lowercase hex digits into hex[65]:
-** expected.tsv gives restored images as img_sha256. Returns hex. */
-static inline uint32_t tu_sha256_rotr(uint32_t x, int n) { return x >> n | x << (32 - n); }
-
-static inline void tu_sha256_block(uint32_t h[8], const uint8_t *p) {
-  static const uint32_t k[64] = {
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-      0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-      0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-      0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-      0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-      0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-      0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-      0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-      0xc67178f2};
-  uint32_t w[64], a[8];
-  for (int i = 0; i < 16; i++)
-    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-           p[4 * i + 3];
-  for (int i = 16; i < 64; i++) {
-    uint32_t s0 = tu_sha256_rotr(w[i - 15], 7) ^ tu_sha256_rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = tu_sha256_rotr(w[i - 2], 17) ^ tu_sha256_rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  memcpy(a, h, sizeof(a));
-  for (int i = 0; i < 64; i++) {
-    uint32_t s1 = tu_sha256_rotr(a[4], 6) ^ tu_sha256_rotr(a[4], 11) ^ tu_sha256_rotr(a[4], 25);
-    uint32_t ch = (a[4] & a[5]) ^ (~a[4] & a[6]);
-    uint32_t t1 = a[7] + s1 + ch + k[i] + w[i];
-    uint32_t s0 = tu_sha256_rotr(a[0], 2) ^ tu_sha256_rotr(a[0], 13) ^ tu_sha256_rotr(a[0], 22);
-    uint32_t mj = (a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]);
-    memmove(a + 1, a, 7 * sizeof(uint32_t));
-    a[4] += t1;
-    a[0] = t1 + s0 + mj;
-  }
-  for (int i = 0; i < 8; i++) h[i] += a[i];
+/* SHA-256 of n bytes as 64 lowercase hex digits into hex[65] (libcrypto,
+** which the library links anyway): expected.tsv gives restored images as
+** img_sha256. Returns hex ("" if libcrypto fails). */
+static inline char *tu_sha256_hex(const void *data, size_t n, char hex[65]) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int nd = 0;
+  hex[0] = '\0';
+  if (EVP_Digest(data, n, d, &nd, EVP_sha256(), NULL) != 1 || nd != 32) return hex;
+  for (unsigned i = 0; i < nd; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  return hex;
 }
 
-static inline char *tu_sha256_hex(const void *data, size_t n, char hex[65]) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  const uint8_t *p = data;
-  uint8_t last[128];
-  size_t rest = n % 64, tail_len = rest < 56 ? 64 : 128;
-  uint64_t bits = (uint64_t)n * 8;
-  for (size_t i = 0; i + 64 <= n; i += 64) tu_sha256_block(h, p + i);
-  memset(last, 0, sizeof(last));
-  if (rest > 0) memcpy(last, p + n - rest, rest);
-  last[rest] = 0x80;
-  for (int i = 0; i < 8; i++) last[tail_len - 1 - (size_t)i] = (uint8_t)(bits >> (8 * i));
-  tu_sha256_block(h, last);
-  if (tail_len == 128) tu_sha256_block(h, last + 64);
-  for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
-  return hex;
+/* The main() of every Check suite: runs s (Check forks each test unless
+** CK_FORK=no), 0 when every test passed. */
+static inline int tu_run_suite(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  int failed;
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif /* LTVFS_TESTUTIL_H */

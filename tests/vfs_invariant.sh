@@ -62,15 +62,7 @@ TOTAL=$((NACC * 1000))
 
 # go_write: runs the SQL on stdin through the Go VFS in write mode; it syncs
 # one LTX file when the connection closes.
-go_write() {
-  (
-    cd "$WORK/go"
-    { printf '.load %s\n.open file:x.db?vfs=litestream\n' "$GOVFS"; cat; } |
-      env -u AWS_CA_BUNDLE "LITESTREAM_REPLICA_URL=$URL" "LITESTREAM_LOG_FILE=$WORK/go.log" \
-        LITESTREAM_WRITE_ENABLED=true LITESTREAM_SYNC_INTERVAL=30s \
-        "LITESTREAM_BUFFER_PATH=$WORK/go/buffer" timeout 60 "$SQLITE3" -batch
-  )
-}
+go_write() { go_vfs_sql "$URL" write "$WORK"; }
 latest_txid() { "$LTVFS" ls "$1" 2>/dev/null | sed -n 's/^latest: \([0-9a-f]\{16\}\).*/\1/p'; }
 
 # ---- 1. seed ----

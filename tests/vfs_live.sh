@@ -134,15 +134,7 @@ EOF
 
 # ---- the writer ----
 # go_write URL: runs the SQL on stdin through the Go VFS in write mode.
-go_write() {
-  (
-    cd "$W/go"
-    { printf '.load %s\n.open file:x.db?vfs=litestream\n' "$GOVFS"; cat; } |
-      env -u AWS_CA_BUNDLE "LITESTREAM_REPLICA_URL=$1" "LITESTREAM_LOG_FILE=$W/go.log" \
-        LITESTREAM_WRITE_ENABLED=true LITESTREAM_SYNC_INTERVAL=30s \
-        "LITESTREAM_BUFFER_PATH=$W/go/buffer" timeout 60 "$SQLITE3" -batch
-  )
-}
+go_write() { go_vfs_sql "$1" write "$W"; }
 latest_txid() { "$LTVFS" ls "$1" 2>/dev/null | sed -n 's/^latest: \([0-9a-f]\{16\}\).*/\1/p'; }
 # file_time URL TXID: the timestamp `ltvfs ls` shows for the file ending at
 # TXID (file://: its mtime, which the Go VFS sets to the header's timestamp;

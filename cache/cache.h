@@ -2,7 +2,7 @@
 ** cache.h: the local image of a replica, the layer above store/.
 **
 ** Applying LTX files to a database image file, which is what a restore does
-** (LTX.md section 3, "Applying a plan"); the in-memory page cache; and the
+** (docs/restore-plan.md, "Applying a plan"); the in-memory page cache; and the
 ** replica object of the read path (views, page map, fetching, polling).
 ** No SQLite here: vfs/ puts SQLite's face on the replica object.
 */

@@ -1,5 +1,5 @@
 /*
-** replica.c: the replica object of the read path (DESIGN.md "The read path").
+** replica.c: the replica object of the read path (docs/read-path.md).
 **
 ** One replica per URL per process: one store, one page cache, one poller, one
 ** registry of LTX files whose page indexes are loaded. Readers hold views:
@@ -10,7 +10,7 @@
 ** view's TXID and the page's position in that file's index.
 **
 ** Building a map from files (a plan, or new files on top of the last view)
-** follows LTX.md section 3: write each file's pages, then drop the slots
+** follows docs/restore-plan.md: write each file's pages, then drop the slots
 ** above its commit. A page no file holds (never written, or the lock page)
 ** reads as zeros.
 **

@@ -1,5 +1,5 @@
 /*
-** restore.c: applying LTX files to a database image (LTX.md section 3,
+** restore.c: applying LTX files to a database image (docs/restore-plan.md,
 ** "Applying a plan").
 **
 ** For each file of a plan, in order: stream it from the store in chunks

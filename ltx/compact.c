@@ -15,11 +15,11 @@
 ** page that an input truncated and a later input grew back over without
 ** writing keeps its older content (fixture vacuum_then_write, TXID 3: the
 ** restore image of expected.tsv has the stale pages 13..65 of TXID 1, not
-** zeros, although LTX.md section 3 would truncate after every file).
+** zeros, although docs/restore-plan.md would truncate after every file).
 **
 ** Contiguity is Litestream's ltx.IsContiguous: min[i] <= max[i-1] + 1 and
 ** max[i] > max[i-1]. Overlap is allowed since Litestream's own levels
-** overlap (LTX.md section 3); the newer file's pages win there as well.
+** overlap (docs/restore-plan.md); the newer file's pages win there as well.
 **
 ** The output header follows Litestream's compactor: page size, min TXID and
 ** pre-apply checksum from the first input; commit, max TXID, timestamp and

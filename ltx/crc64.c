@@ -1,5 +1,5 @@
 /*
-** crc64.c: CRC-64/GO-ISO (LTX.md "Checksums"), Go's hash/crc64 with the ISO
+** crc64.c: CRC-64/GO-ISO (docs/ltx-format.md, "Checksums"), Go's hash/crc64 with the ISO
 ** table: reflected, reversed polynomial 0xD800000000000000, init and final
 ** xor ~0. ltx_crc64(0, "123456789", 9) == 0xB90956C775A41001.
 **

@@ -11,7 +11,7 @@
 **                       no read buffer, no copy, each LZ4 block decompressed
 **                       straight from the caller's memory into one page.
 **
-** What is checked, in file order (LTX.md section 1):
+** What is checked, in file order (docs/ltx-format.md):
 **
 **   header       header.c rules
 **   each frame   pgno != 0, strictly ascending, <= commit, not the lock page

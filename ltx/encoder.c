@@ -1,14 +1,14 @@
 /*
 ** encoder.c: writes an LTX file that Litestream reads.
 **
-** Output is always the current format (LTX.md section 1): each page becomes
+** Output is always the current format (docs/ltx-format.md): each page becomes
 ** `pgno | flags 0x0001 | csize | LZ4 block` (LZ4_compress_default), then the
 ** terminator, the page index, its length and the trailer with the file
 ** checksum. Bytes go out through the caller's write callback as they are
 ** produced: one write per page and one for everything after the last page,
 ** so memory is one compressed frame plus the index entries.
 **
-** Modes. The default the interop trap of LTX.md calls for: flags 0x2
+** Modes. The default docs/ltx-format.md ("Writing files other tools can read") calls for: flags 0x2
 ** (NoChecksum), pre-apply = post-apply = 0; Litestream's compactor, restore
 ** and hydration reject anything else. Checksummed mode (flags 0) is there for
 ** tests and for readers that want database checksums; there a snapshot's

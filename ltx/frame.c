@@ -1,7 +1,7 @@
 /*
 ** frame.c: one page frame, decoded from memory.
 **
-** Two frame kinds exist (LTX.md section 1 "Page block"):
+** Two frame kinds exist (docs/ltx-format.md, "Page block"):
 **
 **   current  pgno u32 | flags 0x0001 | csize u32 | one raw LZ4 block
 **   legacy   pgno u32 | flags 0x0000 | one LZ4F frame (no size prefix)

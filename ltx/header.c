@@ -1,7 +1,7 @@
 /*
 ** header.c: the 100-byte LTX header and the file name of an LTX file.
 **
-** Layout and rules are LTX.md section 1 "Header". The rules a reader
+** Layout and rules are docs/ltx-format.md, "Header". The rules a reader
 ** enforces, in the order they are checked:
 **
 **   magic      "LTX1"                                   LTX_ERR_MAGIC

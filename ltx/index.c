@@ -1,7 +1,7 @@
 /*
 ** index.c: the page index, read from the tail of a file.
 **
-** LTX.md section 1 "Page index": after the terminator, one entry per page
+** docs/ltx-format.md, "Page index": after the terminator, one entry per page
 ** (LEB128 varints pgno, offset, size), a 0x00, then a big-endian u64 with the
 ** byte length of the entries including the 0x00, then the 16-byte trailer:
 **

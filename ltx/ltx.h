@@ -1,7 +1,7 @@
 /*
 ** ltx.h: the LTX codec, the bottom layer of ltvfs.
 **
-** Exactly the format of ../shared/LTX.md section 1 (Litestream v0.5, "v3"
+** Exactly the format of docs/ltx-format.md (Litestream v0.5, "v3"
 ** files): a 100-byte header, a page block of frames, a page index, and a
 ** 16-byte trailer, with CRC-64/GO-ISO checksums.
 **
@@ -80,7 +80,7 @@ const char *ltx_err_name(int code);
 ** a valid LTX file), as opposed to misuse, memory or I/O. */
 int ltx_error_is_data(int code);
 
-/* ---- checksums (CRC-64/GO-ISO, LTX.md "Checksums") ---- */
+/* ---- checksums (CRC-64/GO-ISO, docs/ltx-format.md, "Checksums") ---- */
 
 /* Go's crc64.Update with the ISO table: crc is the previous result (0 to
 ** start). ltx_crc64(0, "123456789", 9) == 0xB90956C775A41001. */

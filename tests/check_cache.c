@@ -1,5 +1,5 @@
 /*
-** check_cache.c: the cache layer's apply and restore (LTX.md section 3,
+** check_cache.c: the cache layer's apply and restore (docs/restore-plan.md,
 ** "Applying a plan"), on replicas built with the encoder in a temp dir, and
 ** the in-memory page cache (hits, misses, LRU eviction, the byte limit).
 */
@@ -134,7 +134,7 @@ START_TEST(test_restore_pinned_txid_stops_there) {
 }
 END_TEST
 
-/* LTX.md 3: an incremental shrink holds only some pages; the rest survive. */
+/* docs/restore-plan.md: an incremental shrink holds only some pages; the rest survive. */
 START_TEST(test_shrink_drops_only_pages_above_final_commit) {
   char out[300];
   ltx_error err = {0};

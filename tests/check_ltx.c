@@ -4,7 +4,7 @@
 ** What it proves, tcase by tcase:
 **
 **   crc64       (tests/check_ltx_crc.c) every CRC implementation against a
-**               bitwise reference, and the LTX.md vectors: check value, a
+**               bitwise reference, and the vectors of docs/ltx-format.md: check value, a
 **               page checksum, the database checksum of 262155 pages
 **   header      field round trip and every header rule with its own code
 **   fixtures    every file Litestream wrote (tests/fixtures) verifies and
@@ -127,7 +127,7 @@ static void assert_img_equal(const image *a, const image *b) {
                   "page %u differs", i + 1);
 }
 
-/* Database checksum of the image (LTX.md "Database checksum"). */
+/* Database checksum of the image (docs/ltx-format.md, "Checksums"). */
 static uint64_t img_db_checksum(image *im) {
   uint64_t db = FLAG;
   for (uint32_t pg = 1; pg <= im->npages; pg++)
@@ -199,7 +199,7 @@ out:
   return rc;
 }
 
-/* Applies a file to an image (LTX.md section 3: write its pages, then
+/* Applies a file to an image (docs/restore-plan.md: write its pages, then
 ** truncate or extend to its commit). */
 static void img_apply(image *im, const uint8_t *file, size_t n) {
   decoded dec;
@@ -369,7 +369,7 @@ static uint8_t *lz4f_frame(const uint8_t *src, size_t len, size_t *out_len) {
 }
 
 /* A legacy frame (flags 0) holding content (len bytes); the checksum takes
-** the 6-byte header and the page, no csize (LTX.md "File checksum"). */
+** the 6-byte header and the page, no csize (docs/ltx-format.md, "Checksums"). */
 static void raw_legacy(raw *r, uint32_t pgno, const uint8_t *content, size_t len) {
   uint8_t hdr[6] = {0};
   size_t flen, off = r->b.n;
@@ -907,7 +907,7 @@ START_TEST(test_checksummed_mode_round_trip_with_db_checksums) {
   ck_assert_uint_eq(t.post_apply_checksum, pre);
 
   /* Incremental: pre is the snapshot's post; post is updated by XOR-ing the
-  ** old page checksums out and the new ones in (LTX.md). */
+  ** old page checksums out and the new ones in (docs/ltx-format.md). */
   post = pre;
   img_resize(&model, 11);
   for (size_t i = 0; i < 3; i++) {
@@ -1523,7 +1523,7 @@ static void compact_bufs(tu_buf *inputs, size_t n, tu_buf *out, ltx_header *oh, 
 
 /* Restores a chain the way Litestream's restore does (fixture evidence:
 ** vacuum_then_write TXID 3 in expected.tsv): every file's pages are written
-** in order, and only the last commit truncates. LTX.md section 3 truncates
+** in order, and only the last commit truncates. docs/restore-plan.md truncates
 ** after every file, which differs only when a file grows the database back
 ** over pages a shrink cut off without writing them. */
 static void img_restore_chain(image *im, tu_buf *files, size_t n) {

@@ -7,7 +7,7 @@
 ** Every test that compares values runs each implementation this build and
 ** CPU have (ltx_crc64_impl), plus the dispatching ltx_crc64 itself, so a
 ** wrong fold constant or an off-by-one in a tail shows up as a mismatch with
-** the one-bit-at-a-time reference below, which follows LTX.md literally.
+** the one-bit-at-a-time reference below, which follows docs/ltx-format.md literally.
 **
 ** ltx_crc_tcase() is added to the ltx suite by tests/check_ltx.c.
 */
@@ -196,13 +196,13 @@ START_TEST(test_crc_page_checksum_vector) {
 }
 END_TEST
 
-/* LTX.md's database checksum vector: 4 KiB pages of 'x', commit 262155, the
+/* The database checksum vector of docs/ltx-format.md: 4 KiB pages of 'x', commit 262155, the
 ** lock page (262145) skipped. 1 GiB of CRC: also a throughput smoke test. */
 START_TEST(test_crc_db_checksum_vector) {
   uint8_t *page = malloc(4096);
   ck_assert_ptr_nonnull(page);
   memset(page, 'x', 4096);
-  uint64_t db = 0; /* LTX.md starts from 0; the first fold sets the flag */
+  uint64_t db = 0; /* the format starts from 0; the first fold sets the flag */
   ck_assert_uint_eq(ltx_lock_pgno(4096), 262145);
   for (uint32_t pgno = 1; pgno <= 262155; pgno++) {
     if (pgno == ltx_lock_pgno(4096)) continue;

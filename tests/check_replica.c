@@ -7,7 +7,7 @@
 **   difference: pages that a shrink dropped and a later growth re-exposed
 **   without rewriting (vacuum_then_write from TXID 3) read as zeros here and
 **   keep their stale pre-shrink bytes in a restore; SQLite never reads them
-**   as data (LTX.md section 3 vs Litestream, see the plan.c header).
+**   as data (docs/restore-plan.md vs Litestream, see the plan.c header).
 ** - The latest view follows new files dropped into the replica (the poller),
 **   including a shrink.
 ** - A compaction that replaces the L0 files by an L1 file straddling the

@@ -9,7 +9,7 @@
 **           (also raced from threads), errors that name the object.
 **   layout  keys of both layouts, level listings (also of the real Litestream
 **           fixture), and index reads with the number of requests they cost.
-**   plan    the restore planner of LTX.md section 3 on hand-made listings.
+**   plan    the restore planner of docs/restore-plan.md on hand-made listings.
 **
 ** Fixtures: $LTVFS_FIXTURES, else the copy in tests/fixtures.
 */

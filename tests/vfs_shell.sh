@@ -29,7 +29,7 @@
 #  5. Pinning: txid=HEX (several spellings) and time=RFC3339 give the view of
 #     expected.tsv at that TXID, ltvfs_pinned_txid() says so, writes fail; a
 #     file counts for time= and litestream_set_time only when its timestamp
-#     is strictly before the time (LTX.md section 3, as `ltvfs restore`).
+#     is strictly before the time (docs/restore-plan.md, as `ltvfs restore`).
 #  6. Writes fail with "attempt to write a readonly database" (INSERT,
 #     UPDATE, DELETE, CREATE, DROP); PRAGMA journal_mode=WAL stays in rollback
 #     mode; reads still work and nothing is written next to the database name.

@@ -90,7 +90,7 @@ static char *set_time(lt_file *p, const char *ts) {
   if (ms < 0)
     return sqlite3_mprintf("litestream_set_time: '%s' is not an RFC 3339 time or 'LATEST'", ts);
   /* The newest state whose files were all written strictly before ts, as
-  ** restore --timestamp has it (LTX.md section 3). */
+  ** restore --timestamp has it (docs/restore-plan.md). */
   if (replica_view_at(p->rep, 0, ms, &v, &err) != LTX_OK)
     return sqlite3_mprintf("litestream_set_time: %s", err.msg);
   if (p->pin) replica_view_release(p->pin);

@@ -800,7 +800,8 @@ out:
 **
 ** A poll:
 ** (1) lists level 0 after the last key seen there; all levels every tenth
-**     poll, after a poll that failed, and when the new files leave a gap;
+**     poll, after a poll the store failed, after a listed file turned out
+**     gone, and when the new files leave a gap;
 ** (2) takes as candidates every file newer than the latest view: those still
 **     pending from earlier polls and those just listed. The listing moves
 **     past a file once it has seen it, so a file stays pending, by name,
@@ -1006,7 +1007,11 @@ out:
   r->held = held;
   r->nheld = nheld;
   held = NULL;
-  r->list_all_next = list_all_next || rc != LTX_OK;
+  /* After a store failure the listing may have missed something: list every
+  ** level next time. A bad file alone does not need that (the tenth-poll
+  ** listing finds a compaction that covers it), and would cost ten LISTs a
+  ** poll for as long as the file stays bad. */
+  r->list_all_next = list_all_next || (rc != LTX_OK && !store_error_is_corrupt(rc));
   pthread_mutex_unlock(&r->mutex);
 
   if (next) replica_view_release(next);

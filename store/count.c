@@ -83,7 +83,7 @@ static void c_close(store *st) {
   free(cs);
 }
 
-static const store_ops kCountingOps = {
+static const store_ops counting_ops = {
     .scheme = "counting",
     .list = c_list,
     .read_range = c_read_range,
@@ -107,7 +107,7 @@ int store_counting_wrap(store *inner, store_counters *c, store **out, ltx_error 
   }
   cs->inner = inner;
   cs->c = c;
-  st->ops = &kCountingOps;
+  st->ops = &counting_ops;
   st->layout = inner->layout;
   st->impl = cs;
   *out = st;

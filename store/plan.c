@@ -102,22 +102,22 @@ static int cmp_max(const void *pa, const void *pb) {
   return (a->level > b->level) - (a->level < b->level);
 }
 
-/* The usable files, copied into a new array (*paOut, may be NULL if none). */
+/* The usable files, copied into a new array (*out, may be NULL if none). */
 static int collect(const store_ltx_file *files, size_t n, uint64_t pin, int64_t time_ms,
-                   store_ltx_file **paOut, size_t *pnOut, ltx_error *err) {
+                   store_ltx_file **out, size_t *n_out, ltx_error *err) {
   store_ltx_file *a = NULL;
   size_t m = 0;
 
-  *paOut = NULL;
-  *pnOut = 0;
+  *out = NULL;
+  *n_out = 0;
   if (n == 0) return LTX_OK;
   a = malloc(n * sizeof(*a));
   if (a == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory planning %zu files", n);
   for (size_t i = 0; i < n; i++) {
     if (is_usable(&files[i], pin, time_ms)) a[m++] = files[i];
   }
-  *paOut = a;
-  *pnOut = m;
+  *out = a;
+  *n_out = m;
   return LTX_OK;
 }
 
@@ -144,41 +144,41 @@ static uint64_t greedy(store_ltx_file *a, size_t n, store_plan *out) {
 ** the distinct max values upwards, the reach under "max <= t" jumps to t
 ** exactly when some file ending at t starts at or below reach+1 (anything
 ** ending earlier was already counted in the reach before t). */
-static int available(const store_ltx_file *files, size_t n, int64_t time_ms, uint64_t **paTxid,
-                     size_t *pnTxid, ltx_error *err) {
+static int available(const store_ltx_file *files, size_t n, int64_t time_ms, uint64_t **txids_out,
+                     size_t *n_out, ltx_error *err) {
   store_ltx_file *a = NULL;
-  uint64_t *aTxid = NULL;
-  size_t m = 0, nTxid = 0;
+  uint64_t *txids = NULL;
+  size_t m = 0, n_txids = 0;
   uint64_t cur = 0;
   int rc;
 
-  *paTxid = NULL;
-  *pnTxid = 0;
+  *txids_out = NULL;
+  *n_out = 0;
   rc = collect(files, n, 0, time_ms, &a, &m, err);
   if (rc != LTX_OK || m == 0) goto out;
-  aTxid = malloc(m * sizeof(*aTxid));
-  if (aTxid == NULL) {
+  txids = malloc(m * sizeof(*txids));
+  if (txids == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory listing available TXIDs");
     goto out;
   }
   qsort(a, m, sizeof(a[0]), cmp_max);
   for (size_t i = 0; i < m;) {
     uint64_t t = a[i].max_txid;
-    int bReach = 0;
+    int reached = 0;
     for (; i < m && a[i].max_txid == t; i++) {
-      if (a[i].min_txid - 1 <= cur) bReach = 1;
+      if (a[i].min_txid - 1 <= cur) reached = 1;
     }
-    if (bReach) {
+    if (reached) {
       cur = t;
-      aTxid[nTxid++] = t;
+      txids[n_txids++] = t;
     }
   }
-  *paTxid = aTxid;
-  *pnTxid = nTxid;
-  aTxid = NULL;
+  *txids_out = txids;
+  *n_out = n_txids;
+  txids = NULL;
 out:
   free(a);
-  free(aTxid);
+  free(txids);
   return rc;
 }
 
@@ -190,8 +190,8 @@ int store_plan_available_txids(const store_ltx_file *files, size_t n, uint64_t *
 
 /* "level L <name>" of a file, for messages. */
 static const char *describe(const store_ltx_file *f, char *buf, size_t cap) {
-  char zName[64];
-  snprintf(buf, cap, "level %d file %s", f->level, ltx_file_name(f->min_txid, f->max_txid, zName));
+  char name[64];
+  snprintf(buf, cap, "level %d file %s", f->level, ltx_file_name(f->min_txid, f->max_txid, name));
   return buf;
 }
 
@@ -199,7 +199,7 @@ static const char *describe(const store_ltx_file *f, char *buf, size_t cap) {
 ** the gap. Every file ending beyond reach starts beyond reach+1 here. */
 static int gap_error(const store_ltx_file *a, size_t n, uint64_t reach, ltx_error *err) {
   const store_ltx_file *first = NULL;
-  char zFile[128];
+  char file_desc[128];
 
   for (size_t i = 0; i < n; i++) {
     const store_ltx_file *f = &a[i];
@@ -209,63 +209,64 @@ static int gap_error(const store_ltx_file *a, size_t n, uint64_t reach, ltx_erro
       first = f;
     }
   }
-  describe(first, zFile, sizeof(zFile));
+  describe(first, file_desc, sizeof(file_desc));
   if (reach == 0) {
     return ltx_error_set(err, STORE_ERR_NONCONTIGUOUS,
                          "replica is non-contiguous: no snapshot (no file starts at TXID "
                          "0000000000000001); the earliest file is %s",
-                         zFile);
+                         file_desc);
   }
   return ltx_error_set(err, STORE_ERR_NONCONTIGUOUS,
                        "replica is non-contiguous: the files reach TXID %016" PRIx64
-                       ", then %s starts at TXID %016" PRIx64 " (TXIDs %016" PRIx64
-                       "..%016" PRIx64 " are missing)",
-                       reach, zFile, first->min_txid, reach + 1, first->min_txid - 1);
+                       ", then %s starts at TXID %016" PRIx64 " (TXIDs %016" PRIx64 "..%016" PRIx64
+                       " are missing)",
+                       reach, file_desc, first->min_txid, reach + 1, first->min_txid - 1);
 }
 
 /* Pinned N not reached: name the nearest TXIDs that are available. */
 static int unavailable_error(const store_ltx_file *files, size_t n, uint64_t pin,
                              int64_t time_ms, ltx_error *err) {
-  uint64_t *aTxid = NULL;
-  size_t nTxid = 0, i;
-  char zBelow[40] = "none", zAbove[40] = "none", zTime[96] = "";
-  int rc = available(files, n, time_ms, &aTxid, &nTxid, err);
+  uint64_t *txids = NULL;
+  size_t n_txids = 0, i;
+  char below[40] = "none", above[40] = "none", before_text[96] = "";
+  int rc = available(files, n, time_ms, &txids, &n_txids, err);
 
   if (rc != LTX_OK) goto out;
   /* first available TXID >= pin; it is not pin itself, or the plan would
   ** have reached it */
-  for (i = 0; i < nTxid && aTxid[i] < pin; i++) {
+  for (i = 0; i < n_txids && txids[i] < pin; i++) {
   }
-  if (i > 0) snprintf(zBelow, sizeof(zBelow), "%016" PRIx64, aTxid[i - 1]);
-  if (i < nTxid) snprintf(zAbove, sizeof(zAbove), "%016" PRIx64, aTxid[i]);
+  if (i > 0) snprintf(below, sizeof(below), "%016" PRIx64, txids[i - 1]);
+  if (i < n_txids) snprintf(above, sizeof(above), "%016" PRIx64, txids[i]);
   if (time_ms >= 0) {
-    char zT[80];
-    snprintf(zTime, sizeof(zTime), " before %s", ltx_time_format(time_ms, zT, sizeof(zT)));
+    char time_text[80];
+    snprintf(before_text, sizeof(before_text), " before %s",
+             ltx_time_format(time_ms, time_text, sizeof(time_text)));
   }
   rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                      "transaction %016" PRIx64 " is not available%s: nearest available "
                      "TXIDs are %s below and %s above",
-                     pin, zTime, zBelow, zAbove);
+                     pin, before_text, below, above);
 out:
-  free(aTxid);
+  free(txids);
   return rc;
 }
 
 int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid,
                      int64_t target_time_ms, store_plan *out, ltx_error *err) {
   store_ltx_file *a = NULL;
-  size_t m = 0, nValid = 0;
-  int64_t tOldest = INT64_MAX;
+  size_t m = 0, n_valid = 0;
+  int64_t oldest_ms = INT64_MAX;
   uint64_t newest = 0, reach;
   int rc;
 
   memset(out, 0, sizeof(*out));
   for (size_t i = 0; i < n; i++) {
     if (!is_valid(&files[i])) continue;
-    nValid++;
-    if (files[i].timestamp_ms < tOldest) tOldest = files[i].timestamp_ms;
+    n_valid++;
+    if (files[i].timestamp_ms < oldest_ms) oldest_ms = files[i].timestamp_ms;
   }
-  if (nValid == 0) {
+  if (n_valid == 0) {
     rc = n == 0 ? ltx_error_set(err, STORE_ERR_EMPTY, "replica holds no LTX files")
                 : ltx_error_set(err, STORE_ERR_EMPTY,
                                 "replica holds no valid LTX files (%zu entries ignored)", n);
@@ -273,12 +274,12 @@ int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid
   }
   rc = collect(files, n, target_txid, target_time_ms, &a, &m, err);
   if (rc != LTX_OK) goto out;
-  if (m == 0 && target_time_ms >= 0 && tOldest >= target_time_ms) {
-    char zT[80], zO[80];
+  if (m == 0 && target_time_ms >= 0 && oldest_ms >= target_time_ms) {
+    char target_text[80], oldest_text[80];
     rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                        "no LTX file is older than %s (the oldest is from %s)",
-                       ltx_time_format(target_time_ms, zT, sizeof(zT)),
-                       ltx_time_format(tOldest, zO, sizeof(zO)));
+                       ltx_time_format(target_time_ms, target_text, sizeof(target_text)),
+                       ltx_time_format(oldest_ms, oldest_text, sizeof(oldest_text)));
     goto out;
   }
   for (size_t i = 0; i < m; i++) {
@@ -297,11 +298,11 @@ int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid
   } else if (target_time_ms >= 0) {
     /* (2) by time: the newest restorable state before it; see the header */
     if (reach == 0) {
-      char zT[80];
+      char target_text[80];
       rc = ltx_error_set(err, STORE_ERR_TXID_UNAVAILABLE,
                          "no restorable state before %s: none of the %zu files before it is "
                          "a snapshot (min TXID 1)",
-                         ltx_time_format(target_time_ms, zT, sizeof(zT)), m);
+                         ltx_time_format(target_time_ms, target_text, sizeof(target_text)), m);
     }
   } else if (reach < newest) {
     /* (3) latest: a gap before the newest file */

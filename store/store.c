@@ -42,9 +42,9 @@ static int open_s3_url(const char *url, const char *rest, store **out, ltx_error
 
 /* The one dispatch point: a new backend adds a row here. */
 static const struct {
-  const char *zScheme;
-  backend_open_fn xOpen;
-} aBackend[] = {
+  const char *scheme;
+  backend_open_fn open_fn;
+} backends[] = {
     {"file", open_file_url},
     {"s3", open_s3_url},
 };
@@ -61,17 +61,17 @@ static int hex_value(int c) {
 ** because it would silently cut the path short. */
 static int percent_decode(const char *url, const char *z, char **out, ltx_error *err) {
   size_t n = strlen(z);
-  char *zOut = malloc(n + 1);
+  char *decoded = malloc(n + 1);
   size_t j = 0;
   int rc = LTX_OK;
 
-  if (zOut == NULL) {
+  if (decoded == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory decoding replica URL");
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
     if (z[i] != '%') {
-      zOut[j++] = z[i];
+      decoded[j++] = z[i];
       continue;
     }
     int hi = i + 1 < n ? hex_value((unsigned char)z[i + 1]) : -1;
@@ -88,29 +88,29 @@ static int percent_decode(const char *url, const char *z, char **out, ltx_error 
                          url);
       goto out;
     }
-    zOut[j++] = (char)(hi * 16 + lo);
+    decoded[j++] = (char)(hi * 16 + lo);
     i += 2;
   }
-  zOut[j] = '\0';
-  *out = zOut;
-  zOut = NULL;
+  decoded[j] = '\0';
+  *out = decoded;
+  decoded = NULL;
 out:
-  free(zOut);
+  free(decoded);
   return rc;
 }
 
 /* rest: everything after "file://" (or the path of "file:/x"). */
 static int open_file_url(const char *url, const char *rest, store **out, ltx_error *err) {
-  char *zDir = NULL;
+  char *dir = NULL;
   int rc = LTX_OK;
-  const char *zBad = strpbrk(rest, "?#");
+  const char *bad = strpbrk(rest, "?#");
 
-  if (zBad != NULL) {
+  if (bad != NULL) {
     rc = ltx_error_set(err, STORE_ERR_URL,
                        "replica URL '%s': file URLs take no %s ('%s'); encode a literal "
                        "'%c' in the path as %%%02X",
-                       url, *zBad == '?' ? "query string" : "fragment", zBad, *zBad,
-                       (unsigned)(unsigned char)*zBad);
+                       url, *bad == '?' ? "query string" : "fragment", bad, *bad,
+                       (unsigned)(unsigned char)*bad);
     goto out;
   }
   /* RFC 8089: "file://localhost/x" is "/x". Any other host is read as the
@@ -121,11 +121,11 @@ static int open_file_url(const char *url, const char *rest, store **out, ltx_err
     rc = ltx_error_set(err, STORE_ERR_URL, "replica URL '%s': empty path", url);
     goto out;
   }
-  rc = percent_decode(url, rest, &zDir, err);
+  rc = percent_decode(url, rest, &dir, err);
   if (rc != LTX_OK) goto out;
-  rc = store_file_open(zDir, url, out, err);
+  rc = store_file_open(dir, url, out, err);
 out:
-  free(zDir);
+  free(dir);
   return rc;
 }
 
@@ -145,15 +145,15 @@ static size_t scheme_length(const char *z) {
 
 int store_open(const char *url, store **out, ltx_error *err) {
   int rc = LTX_OK;
-  size_t nScheme;
+  size_t scheme_len;
 
   *out = NULL;
   if (url == NULL || url[0] == '\0') {
     rc = ltx_error_set(err, STORE_ERR_URL, "empty replica URL");
     goto out;
   }
-  nScheme = scheme_length(url);
-  if (nScheme == 0) {
+  scheme_len = scheme_length(url);
+  if (scheme_len == 0) {
     /* "file:/abs" (RFC 8089 short form) is a URL; any other string without
     ** "scheme://" is a plain path, taken literally. */
     if (strncmp(url, "file:", 5) == 0 && url[5] == '/') {
@@ -163,17 +163,17 @@ int store_open(const char *url, store **out, ltx_error *err) {
     }
     goto out;
   }
-  for (size_t i = 0; i < sizeof(aBackend) / sizeof(aBackend[0]); i++) {
-    if (strlen(aBackend[i].zScheme) == nScheme &&
-        strncasecmp(url, aBackend[i].zScheme, nScheme) == 0) {
-      rc = aBackend[i].xOpen(url, url + nScheme + 3, out, err);
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+    if (strlen(backends[i].scheme) == scheme_len &&
+        strncasecmp(url, backends[i].scheme, scheme_len) == 0) {
+      rc = backends[i].open_fn(url, url + scheme_len + 3, out, err);
       goto out;
     }
   }
   rc = ltx_error_set(err, STORE_ERR_URL,
                      "replica URL '%s': unsupported scheme '%.*s' (supported: file://, s3://, "
                      "or a plain directory path)",
-                     url, (int)nScheme, url);
+                     url, (int)scheme_len, url);
 out:
   return rc;
 }

@@ -2,7 +2,7 @@
 ** file.c: the file:// backend, a replica in a local (or mounted) directory.
 **
 ** Keys are relative paths under the root directory, so the replica layout
-** is Litestream's own file layout (LTX.md section 2): ROOT/ltx/0/<name>.
+** is Litestream's own file layout (docs/replica-layout.md): ROOT/ltx/0/<name>.
 **
 ** What each operation does on disk:
 **
@@ -588,7 +588,7 @@ static int file_put(store *st, const char *key, const store_body *body, int64_t 
   if (rc != LTX_OK) goto out;
   if (mtime_ms >= 0) {
     /* Litestream's file backend sets atime and mtime to the LTX timestamp
-    ** (LTX.md section 2); the listing reads it back as the file's time. */
+    ** (docs/replica-layout.md); the listing reads it back as the file's time. */
     struct timespec ts[2];
     ts[0].tv_sec = (time_t)(mtime_ms / 1000);
     ts[0].tv_nsec = (long)(mtime_ms % 1000) * 1000000L;

@@ -1,5 +1,5 @@
 /*
-** layout.c: where LTX files live in a replica (LTX.md section 2).
+** layout.c: where LTX files live in a replica (docs/replica-layout.md).
 **
 **   layout  key of level L, TXIDs [min, max]
 **   FILE    ltx/<L in decimal>/<%016x min>-<%016x max>.ltx
@@ -83,7 +83,7 @@ static int list_level_into(store *st, int level, uint64_t after_min, uint64_t af
     store_ltx_file f;
 
     /* (1) only direct children of the level, (2) only LTX names, (3) only
-    ** names a valid file can have (LTX.md section 1: min != 0, max >= min) */
+    ** names a valid file can have (docs/ltx-format.md: min != 0, max >= min) */
     if (strncmp(o->key, prefix, prefix_len) != 0 || strchr(name, '/') != NULL) continue;
     if (ltx_file_name_parse(name, &f.min_txid, &f.max_txid) != 0) continue;
     if (f.min_txid == 0 || f.max_txid < f.min_txid) continue;

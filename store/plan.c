@@ -1,5 +1,5 @@
 /*
-** plan.c: the restore planner (LTX.md section 3). Pure: a listing in, the
+** plan.c: the restore planner (docs/restore-plan.md). Pure: a listing in, the
 ** files to apply in order out. No I/O.
 **
 ** The rule: start from the newest level-9 snapshot with max <= N, then
@@ -51,7 +51,7 @@
 
 #include "store/store.h"
 
-/* An entry that can be an LTX file at all (LTX.md section 1 and 2). */
+/* An entry that can be an LTX file at all (docs/ltx-format.md and 2). */
 static int is_valid(const store_ltx_file *f) {
   return f->min_txid != 0 && f->max_txid >= f->min_txid && f->level >= 0 &&
          f->level <= STORE_MAX_LEVEL;
@@ -70,7 +70,7 @@ static int extends_from(const store_ltx_file *f, uint64_t cur) {
   return f->min_txid - 1 <= cur && f->max_txid > cur;
 }
 
-/* LTX.md section 3's preference: highest max, lowest min, higher level. */
+/* docs/restore-plan.md's preference: highest max, lowest min, higher level. */
 static int is_better(const store_ltx_file *a, const store_ltx_file *b) {
   if (a->max_txid != b->max_txid) return a->max_txid > b->max_txid;
   if (a->min_txid != b->min_txid) return a->min_txid < b->min_txid;
@@ -293,7 +293,7 @@ int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid
   reach = greedy(a, m, out);
 
   if (target_txid != 0) {
-    /* (1) pinned: exactly N or nothing (LTX.md section 3, step 3) */
+    /* (1) pinned: exactly N or nothing (docs/restore-plan.md, step 3) */
     if (reach != target_txid) rc = unavailable_error(files, n, target_txid, target_time_ms, err);
   } else if (target_time_ms >= 0) {
     /* (2) by time: the newest restorable state before it; see the header */

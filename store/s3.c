@@ -2,7 +2,7 @@
 ** s3.c: the s3:// backend, a replica in an S3 bucket (AWS or any endpoint
 ** that speaks the S3 REST API), over libcurl with AWS SigV4.
 **
-** URL (Litestream's form, LTX.md section 2):
+** URL (Litestream's form, docs/replica-layout.md):
 **
 **   s3://BUCKET/PATH?endpoint=http://HOST:PORT&region=R&force-path-style=true
 **

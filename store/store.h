@@ -4,7 +4,7 @@
 ** One small interface over an object store (list, ranged reads, puts with
 ** conditions, delete) with backends file:// and s3://, the
 ** replica layout that maps (level, min TXID, max TXID) to a key per backend
-** (LTX.md section 2), and the restore planner (LTX.md section 3).
+** (docs/replica-layout.md), and the restore planner (docs/restore-plan.md).
 **
 ** A store is not thread-safe unless the backend says so; the layers above
 ** serialise or open one store per thread.
@@ -252,7 +252,7 @@ typedef struct store_ltx_loaded {
 int store_load_ltx(store *st, const store_ltx_file *f, store_ltx_loaded *out, ltx_error *err);
 void store_ltx_loaded_free(store_ltx_loaded *l);
 
-/* ---- restore planner (LTX.md section 3) ---- */
+/* ---- restore planner (docs/restore-plan.md) ---- */
 
 typedef struct store_plan {
   store_ltx_file *files;  /* in apply order */
@@ -269,8 +269,8 @@ void store_plan_free(store_plan *p);
 int store_plan_build(const store_ltx_file *files, size_t n, uint64_t target_txid,
                      int64_t target_time_ms, store_plan *out, ltx_error *err);
 /* The file a plan takes next on top of a state at txid: among files (any
-** order) that extend it (min <= txid+1 and max > txid), the one LTX.md
-** section 3 prefers; files whose skip[i] is set (skip may be NULL) are left
+** order) that extend it (min <= txid+1 and max > txid), the one
+** docs/restore-plan.md prefers; files whose skip[i] is set (skip may be NULL) are left
 ** out. NULL when none extends txid. The planner's own rule, for callers
 ** that chain new files onto a state they have (the poller). */
 const store_ltx_file *store_plan_next(const store_ltx_file *files, size_t n, uint64_t txid,

@@ -19,7 +19,8 @@ enum {
   CACHE_ERR_IO = 200,        /* local file I/O failed */
   CACHE_ERR_PAGE_SIZE = 201, /* files of one plan disagree on page size */
   CACHE_ERR_TIMEOUT = 203,   /* the replica stayed empty past the deadline */
-  CACHE_ERR_EXISTS = 204     /* a restore's output exists and may not be replaced */
+  CACHE_ERR_EXISTS = 204,    /* a restore's output exists and may not be replaced */
+  CACHE_ERR_BUSY = 205       /* a cache directory is in use by another process */
 };
 
 /* Progress of a long job: called after each chunk; done <= total bytes. */
@@ -61,6 +62,82 @@ int cache_restore(store *st, const store_plan *plan, const char *out_path, int r
 int cache_snapshot_encode(int db_fd, uint64_t txid, int64_t timestamp_ms, int out_fd,
                           ltx_header *out_header, uint64_t *out_size, ltx_error *err);
 
+/* ---- the local image on disk (image.c; docs/read-path.md) ---- */
+
+/* One replica's directory under a cache root: the image file in page
+** layout, the page record (per page: the file whose version the map at H
+** names, whether the image holds it, its CRC-64), the meta, and the staged
+** file being applied. One process at a time (flock). */
+typedef struct cache_image cache_image;
+
+typedef struct cache_image_meta {
+  char identity[1100];        /* the replica URL */
+  uint32_t page_size;         /* 0 before the first map */
+  uint32_t commit;            /* of the map at txid */
+  uint64_t txid;              /* H: the TXID of the page map the record holds; 0 = none */
+  int64_t timestamp_ms;       /* H's header timestamp */
+  store_ltx_file head;        /* the file that ended at H, as listed */
+  store_ltx_file seen[STORE_MAX_LEVEL + 1]; /* the poller's listing positions */
+  store_ltx_file applying;    /* the file being applied (level -1: none) */
+} cache_image_meta;
+
+typedef struct cache_image_stat {
+  uint64_t held;              /* pages the image holds */
+  uint64_t hits, misses, bad; /* reads served, not served, failing their CRC */
+  uint64_t bytes_written;
+  int disabled;               /* writes stopped: 1 disk full or I/O error, 2 budget reached */
+} cache_image_stat;
+
+/* ROOT/<readable part of url>-<hash of url> into out; 0 on success. */
+int cache_image_dir(const char *root, const char *url, char *out, size_t cap);
+/* Opens (creating) the image in dir for the replica identity; *meta
+** receives its state (txid 0: nothing usable). A damaged image, one of
+** another format or another replica is discarded, and note says why (for
+** the log). CACHE_ERR_BUSY when another process has it open. */
+int cache_image_open(const char *dir, const char *identity, cache_image **out,
+                     cache_image_meta *meta, char *note, size_t note_cap, ltx_error *err);
+void cache_image_close(cache_image *im);
+const char *cache_image_path(const cache_image *im);
+/* Empties the image for a new page map of page_size. */
+int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err);
+/* 1 and page pgno into out when the image holds it at version (the file
+** the reader's view names for it) and its bytes pass their CRC; else 0. */
+int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out);
+/* Whether the image holds page pgno at version (no read, no CRC check). */
+int cache_image_holds(cache_image *im, uint32_t pgno, const store_ltx_file *version);
+/* Whether the image would take page pgno of version (the map names it and
+** the image does not hold it yet). */
+int cache_image_wants(cache_image *im, uint32_t pgno, const store_ltx_file *version);
+/* Stores page pgno of version when the map names that version and the image
+** does not hold it yet (fill, read-through); else does nothing. An error
+** (disk full) stops further writes; the image goes on serving what it holds. */
+int cache_image_put(cache_image *im, uint32_t pgno, const store_ltx_file *version,
+                    const uint8_t *page, ltx_error *err);
+/* Changes the map: page pgno is now version (NULL: no file). The page stops
+** being held unless page is given, whose bytes are then written as held. */
+int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *version,
+                      const uint8_t *page, ltx_error *err);
+/* The map shrank from old_commit to commit: entries above go, the file too. */
+int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, ltx_error *err);
+/* What the map names for pgno (level, TXIDs) and whether it is held; 0 when
+** nothing. */
+int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, int *held);
+/* Makes the image's bytes and record durable (before the meta moves). */
+int cache_image_sync(cache_image *im, ltx_error *err);
+int cache_image_write_meta(cache_image *im, const cache_image_meta *m, ltx_error *err);
+/* The file being applied, kept locally in full (fsynced) before its first
+** page is written, so a replay after a crash needs no network. */
+int cache_image_stage(cache_image *im, const uint8_t *buf, size_t n, ltx_error *err);
+int cache_image_read_staged(cache_image *im, uint8_t **buf, size_t *n, ltx_error *err);
+void cache_image_unstage(cache_image *im);
+void cache_image_stats(cache_image *im, cache_image_stat *out);
+/* Free bytes of the file system the image is on (*total: its size). */
+uint64_t cache_image_free_bytes(const cache_image *im, uint64_t *total);
+void cache_image_disable(cache_image *im);
+/* Holds at most bytes of pages (UINT64_MAX: no limit); at the limit, writes stop
+** (disabled = 2) and the image serves what it holds. */
+void cache_image_set_budget(cache_image *im, uint64_t bytes);
+
 /* ---- in-memory page cache (pagecache.c) ---- */
 
 /* Pages keyed by (file id, pgno), bounded by bytes, least recently used out
@@ -99,7 +176,21 @@ typedef struct replica_config {
   size_t prefetch_max;   /* files up to this size are fetched whole when first
                          ** needed, verified (file checksum) and cached; larger
                          ** ones are read by runs of frames on demand */
+  const char *cache_dir; /* root of the local image directories; NULL or ""
+                         ** keeps pages in memory only */
+  uint64_t cache_max;    /* most bytes the image may hold (0: no limit but the
+                         ** disk's free space, less a reserve) */
+  int hydrate;           /* fill the local image in the background */
 } replica_config;
+
+/* What the hydrator is doing (replica_stat.hydrate_phase). */
+enum {
+  REPLICA_HYDRATE_OFF = 0,     /* no local image */
+  REPLICA_HYDRATE_IDLE = 1,    /* read-through only (hydrate off), or waiting */
+  REPLICA_HYDRATE_FILLING = 2, /* fetching the pages of the map it holds */
+  REPLICA_HYDRATE_APPLYING = 3,/* applying new LTX files */
+  REPLICA_HYDRATE_DONE = 4     /* holds every page of the latest view */
+};
 
 /* What a reader tracks to grow read-ahead on sequential access. */
 typedef struct replica_readahead {
@@ -116,6 +207,11 @@ typedef struct replica_stat {
   char last_poll_error[512]; /* why the last poll failed, "" if it did not */
   size_t pending_files;  /* listed, newer than the latest view, not applied */
   page_cache_stat cache;
+  /* the local image: its phase, TXID H, pages it holds of H's commit */
+  int hydrate_phase;
+  uint64_t image_txid, image_commit;
+  cache_image_stat image;
+  char image_dir[1100];  /* "" without one */
 } replica_stat;
 
 /* Finds or opens the replica of url (the store only; no I/O beyond what
@@ -163,6 +259,9 @@ enum {
 };
 typedef void (*replica_log_fn)(int level, const char *msg);
 void replica_set_log(replica_log_fn fn);
+/* Percent of the latest view's pages the local image holds (0 without
+** one, 100 once hydrated). */
+int replica_hydration_percent(replica *r);
 /* Seconds since the last successful poll, -1 before one. */
 int64_t replica_lag_seconds(replica *r);
 

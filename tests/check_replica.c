@@ -39,7 +39,8 @@
 
 #define PATH_CAP 1024
 
-static const replica_config kCfg = {20, 64u << 20, 2000, 4u << 20};
+static const replica_config kCfg = {
+    .poll_ms = 20, .cache_bytes = 64u << 20, .open_timeout_ms = 2000, .prefetch_max = 4u << 20};
 
 /* ---- views against restores ---- */
 

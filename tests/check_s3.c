@@ -1174,7 +1174,7 @@ START_TEST(test_s3_replica_coalesces_identical_misses) {
 
   snprintf(zUrl, sizeof(zUrl), "s3://" BUCKET "/coal?endpoint=http://127.0.0.1:%d",
            srv.portProxy);
-  replica_config cfg = {60000, 64u << 20, 2000, 0}; /* every page lazily */
+  replica_config cfg = {.poll_ms = 60000, .cache_bytes = 64u << 20, .open_timeout_ms = 2000, .prefetch_max = 0}; /* every page lazily */
   CK_OK(replica_acquire(zUrl, &cfg, &r, &err));
   CK_OK(replica_latest(r, &v, &err));
   ck_assert_uint_eq(replica_view_txid(v), 11);
@@ -1218,7 +1218,7 @@ START_TEST(test_s3_replica_poller_backs_off_and_recovers) {
   snprintf(zUrl, sizeof(zUrl),
            "s3://" BUCKET "/recover?endpoint=http://127.0.0.1:%d&max-attempts=1&timeout-ms=2000",
            srv.portProxy);
-  replica_config cfg = {50, 64u << 20, 2000, 4u << 20};
+  replica_config cfg = {.poll_ms = 50, .cache_bytes = 64u << 20, .open_timeout_ms = 2000, .prefetch_max = 4u << 20};
   fault_clear();
   CK_OK(replica_acquire(zUrl, &cfg, &r, &err));
   CK_OK(replica_latest(r, &v, &err));
@@ -1280,7 +1280,7 @@ static void same_as_fixture(replica *r, replica_view *v) {
   replica_view *fv = NULL;
   ltx_error err = {0};
   uint8_t a[4096], b[4096];
-  replica_config cfg = {0, 64u << 20, 2000, 4u << 20};
+  replica_config cfg = {.poll_ms = 0, .cache_bytes = 64u << 20, .open_timeout_ms = 2000, .prefetch_max = 4u << 20};
   snprintf(zUrl, sizeof(zUrl), "file://%s", tu_fixture_path(zDir, sizeof(zDir), "main"));
   CK_OK(replica_acquire(zUrl, &cfg, &fr, &err));
   CK_OK(replica_view_at(fr, replica_view_txid(v), -1, &fv, &err));
@@ -1301,7 +1301,7 @@ static replica *s3_replica_at_2(const char *zPath, int bProxy, store **pst) {
   char zUrl[1024];
   replica *r = NULL;
   ltx_error err = {0};
-  replica_config cfg = {20, 64u << 20, 2000, 4u << 20};
+  replica_config cfg = {.poll_ms = 20, .cache_bytes = 64u << 20, .open_timeout_ms = 2000, .prefetch_max = 4u << 20};
   *pst = open_at(zPath, 0, NULL);
   put_main_files(*pst, 1, 2);
   snprintf(zUrl, sizeof(zUrl), "s3://" BUCKET "/%s?endpoint=http://127.0.0.1:%d&retry-base-ms=5",

@@ -337,6 +337,9 @@ int main(void) {
     free(absw);
     return 77;
   }
+  /* the VFS's local image of this replica lives in the work dir, fresh */
+  snprintf(sql, sizeof sql, "%s/cache", absw);
+  setenv("LITESTREAM_CACHE_DIR", sql, 1);
   snprintf(dbpath, sizeof dbpath, "%s/big.db", absw);
   snprintf(repdir, sizeof repdir, "%s/replica", absw);
   snprintf(ltxdir, sizeof ltxdir, "%s/ltx/0", repdir);

@@ -44,6 +44,9 @@ test_workdir() {
   rm -rf "$WORK"
   mkdir -p "$WORK"
   WORK=$(cd "$WORK" && pwd)
+  # The replica VFS keeps a local image per replica (on by default): each
+  # test's images live in its own fresh directory, never in ~/.cache.
+  export LITESTREAM_CACHE_DIR=$WORK/cache
 }
 # require_sqlite3: skips the test (exit 77) without the sqlite3 shell.
 require_sqlite3() {

@@ -484,13 +484,13 @@ stat_sel() { # stat_sel SCHEMA: a SELECT of every key, "|"-separated
 }
 missing_keys="SELECT group_concat(k, ' ') FROM (SELECT value AS k FROM json_each('[\"$(echo "$KEYS" | sed 's/ /","/g')\"]')) WHERE json_type(ltvfs_stats(), '\$.' || k) IS NULL;"
 run_parts -a "$(
-  echo ".open '$(uri stats "$MAIN_URL" poll=100 prefetch_max=0)'"
+  echo ".open '$(uri stats "$MAIN_URL" poll=100 prefetch_max=0 cache_dir=off)'"
   P s0 "$(stat_sel main)"
   P missing "$missing_keys"
   P types "SELECT json_type(ltvfs_stats(), '\$.txid'), json_type(ltvfs_stats(), '\$.cache_hits'), json_type(ltvfs_stats(), '\$.pinned');"
   P scan "SELECT sum(length(payload)) FROM t;"
   P s1 "$(stat_sel main)"
-  echo "ATTACH '$(uri stats2 "$MAIN_URL" poll=100)' AS m2;"
+  echo "ATTACH '$(uri stats2 "$MAIN_URL" poll=100 cache_dir=off)' AS m2;"
   P scan2 "SELECT sum(length(payload)) FROM m2.t;"
   P s2 "$(stat_sel main)"
   P s2b "$(stat_sel m2)"
@@ -546,8 +546,8 @@ check "LTVFS_CACHE_SIZE=1M: cache_limit" "$(LTVFS_CACHE_SIZE=1M sh_out ".open '$
 $LIMIT")" 1048576
 check "cache_size=2M wins over LTVFS_CACHE_SIZE=1M" "$(LTVFS_CACHE_SIZE=1M sh_out ".open '$(uri csz "$MAIN_URL" cache_size=2M)'
 $LIMIT")" 2097152
-check "default cache_limit is 32M" "$(sh_out ".open '$(uri csz "$MAIN_URL")'
-$LIMIT")" $((32 << 20))
+check "default cache_limit is 16M" "$(sh_out ".open '$(uri csz "$MAIN_URL")'
+$LIMIT")" $((16 << 20))
 check "cache_size=64K: reads stay right (t_agg, integrity)" "$(sh_out ".open '$(uri csz "$MAIN_URL" cache_size=64K)'
 $TAGG
 PRAGMA integrity_check;" | join_rows)" "$main_b_agg ; ok"
@@ -856,7 +856,7 @@ if command -v node >/dev/null 2>&1 && [ -x "$REPLICA_COPY" ] && s3_env_start >"$
   s3_fault none >/dev/null
   inj0=$(fault_injected)
   run_parts -a "$(
-    echo ".open '$(uri s3b "$PROXY_MAIN" prefetch_max=0)'"
+    echo ".open '$(uri s3b "$PROXY_MAIN" prefetch_max=0 cache_dir=off)'"
     P at "$TXQ"
     echo ".shell $WORK/fault.sh 503 2"
     P agg "$TAGG"
@@ -866,11 +866,11 @@ if command -v node >/dev/null 2>&1 && [ -x "$REPLICA_COPY" ] && s3_env_start >"$
   check "S3 with 2 x 503 during reads: integrity" "$(r pc)" "59 ; ok"
   check "S3 with 2 x 503 during reads: the proxy injected 2 faults" "$(($(fault_injected) - inj0))" 2
   s3_fault none >/dev/null
-  # A persistent outage during reads: an I/O error in bounded time, then the
-  # same shell recovers.
+  # A persistent outage during reads, without a local image: an I/O error in
+  # bounded time, then the same shell recovers.
   t1=$(now_ms)
   run_parts -a "$(
-    echo ".open '$(uri s3c "$PROXY_MAIN&max-attempts=2" prefetch_max=0)'"
+    echo ".open '$(uri s3c "$PROXY_MAIN&max-attempts=2" prefetch_max=0 cache_dir=off)'"
     P at "$TXQ"
     echo ".shell $WORK/fault.sh 503 -1"
     P agg "$TAGG"
@@ -884,6 +884,35 @@ if command -v node >/dev/null 2>&1 && [ -x "$REPLICA_COPY" ] && s3_env_start >"$
   check_contains "S3 outage during reads: the message names the status" "$(r agg) $(cat "$WORK/parts.raw")" 503
   check "S3 outage over: the same shell reads main@b" "$(r agg2)" "$main_b_agg"
   check_le "S3 outage: all within 15 s (ms)" $((t2 - t1)) 15000
+  s3_fault none >/dev/null
+  # With a local image (`ltvfs hydrate` warmed it), an outage changes
+  # nothing for readers: the replica opens while every request fails, serves
+  # every page from disk, and reports growing lag; when the store is back it
+  # is current again.
+  HYD_CACHE=$WORK/hydrate-cache
+  out=$("$LTVFS" hydrate "$PROXY_MAIN&max-attempts=2" --cache-dir "$HYD_CACHE" -q 2>&1) && rc=0 || rc=$?
+  check "ltvfs hydrate: exit 0" "$rc" 0
+  check_contains "ltvfs hydrate: says where and at which TXID" "$out" "at TXID 000000000000000b"
+  s3_fault 503 -1 >/dev/null
+  inj0=$(fault_injected)
+  t1=$(now_ms)
+  run_parts -a "$(
+    echo ".open '$(uri s3d "$PROXY_MAIN&max-attempts=2" cache_dir="$HYD_CACHE")'"
+    P at "$TXQ"
+    P agg "$TAGG"
+    P pc "PRAGMA page_count; PRAGMA integrity_check;"
+    P prog "PRAGMA litestream_hydration_progress;"
+    echo ".shell sleep 2.5"
+    P lag "SELECT litestream_lag() >= 1, json_extract(ltvfs_stats(), '\$.poll_errors') > 0, json_extract(ltvfs_stats(), '\$.bytes_fetched');"
+  )"
+  t2=$(now_ms)
+  check "S3 down, local image: opens at b" "$(r at)" 000000000000000b
+  check "S3 down, local image: t_agg = main@b" "$(r agg)" "$main_b_agg"
+  check "S3 down, local image: page_count, integrity" "$(r pc)" "59 ; ok"
+  check "S3 down, local image: hydration progress 100" "$(r prog | cut -d' ' -f1)" 100
+  check "S3 down, local image: lag grows, polls fail, nothing fetched" "$(r lag)" "1|1|0"
+  if [ $(($(fault_injected) - inj0)) -ge 1 ]; then ok "S3 down, local image: the store really was failing"; else notok "S3 down, local image: the store really was failing"; fi
+  check_le "S3 down, local image: all within 15 s (ms)" $((t2 - t1)) 15000
   s3_fault none >/dev/null
   s3_env_stop
 else
@@ -1178,7 +1207,7 @@ sess_stop G
 # own page cache survives from one transaction to the next while the TXID
 # does not change: a repeated scan costs one page read (the counter), not
 # one per page. (The Go VFS randomises the counter and re-reads everything.)
-PAGES_Q="SELECT json_extract(ltvfs_stats(), '\$.cache_hits') + json_extract(ltvfs_stats(), '\$.cache_misses');"
+PAGES_Q="SELECT json_extract(ltvfs_stats(), '\$.cache_hits') + json_extract(ltvfs_stats(), '\$.cache_misses') + json_extract(ltvfs_stats(), '\$.image_hits');"
 out=$(sh_out ".open '$(uri pc "$MAIN_URL")'
 SELECT sum(length(payload)) FROM t;
 $PAGES_Q

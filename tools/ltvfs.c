@@ -53,6 +53,7 @@ static const char usage_main[] =
     "  import DB URL              seed a replica from a local SQLite database\n"
     "  ltx dump FILE              print an LTX file's header, trailer and page index\n"
     "  ltx verify FILE...         decode LTX files fully and check their checksums\n"
+    "  hydrate URL [opts]         fill the local image (cache) of a replica\n"
     "\n"
     "URL is a Litestream v0.5 replica: file:///abs/dir, file://rel/dir or a plain\n"
     "directory (DIR/ltx/<level>/<min>-<max>.ltx), or\n"
@@ -104,6 +105,16 @@ static const char usage_ltx_verify[] =
     "Decodes every frame of each file (both frame kinds), checks the page index\n"
     "against the frames and verifies the file checksum. Prints one line per file and\n"
     "exits 0 only when every file is valid (3 otherwise).\n";
+
+static const char usage_hydrate[] =
+    "usage: ltvfs hydrate URL [--cache-dir DIR] [--timeout SECONDS] [-q]\n"
+    "\n"
+    "Fills the local image of the replica at URL, the cache the litestream VFS\n"
+    "reads from, so an application that opens it next serves every page from\n"
+    "disk and can open while the store is down. DIR is the cache root (default:\n"
+    "LITESTREAM_CACHE_DIR, else $XDG_CACHE_HOME/ltvfs, else ~/.cache/ltvfs), the\n"
+    "same the VFS uses. Prints the image's directory and TXID when done; shows a\n"
+    "progress bar on a terminal. Fails after SECONDS (default 3600).\n";
 
 static int wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
@@ -589,6 +600,93 @@ static int cmd_ltx_verify(int argc, char **argv) {
   return status;
 }
 
+/* ---- hydrate ---- */
+
+static int cmd_hydrate(int argc, char **argv) {
+  static const struct option opts[] = {{"cache-dir", required_argument, NULL, 'c'},
+                                       {"timeout", required_argument, NULL, 't'},
+                                       {"quiet", no_argument, NULL, 'q'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  char root[1024];
+  const char *dir = NULL, *home;
+  long timeout_s = 3600;
+  int quiet = 0, c, status = EXIT_OK, rc;
+  replica *r = NULL;
+  replica_view *v = NULL;
+  replica_stat st;
+  ltx_error err = {0};
+  progress_bar bar = {0, -1};
+
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "c:t:qh", opts, NULL)) != -1) {
+    switch (c) {
+    case 'c': dir = optarg; break;
+    case 't': {
+      char *end;
+      timeout_s = strtol(optarg, &end, 10);
+      if (*end || timeout_s <= 0) return usage_error(usage_hydrate, "bad --timeout '%s'", optarg);
+      break;
+    }
+    case 'q': quiet = 1; break;
+    case 'h': return fputs(usage_hydrate, stdout), EXIT_OK;
+    default: return usage_error(usage_hydrate, "%s", "");
+    }
+  }
+  if (optind != argc - 1) return usage_error(usage_hydrate, "hydrate takes one URL%s", "");
+  if (dir == NULL) dir = getenv("LITESTREAM_CACHE_DIR");
+  if (dir == NULL || !*dir) {
+    if ((home = getenv("XDG_CACHE_HOME")) != NULL && *home == '/')
+      snprintf(root, sizeof root, "%s/ltvfs", home);
+    else if ((home = getenv("HOME")) != NULL && *home == '/')
+      snprintf(root, sizeof root, "%s/.cache/ltvfs", home);
+    else
+      snprintf(root, sizeof root, "/tmp/ltvfs-%ld", (long)getuid());
+    dir = root;
+  }
+  replica_config cfg = {.poll_ms = 1000, .cache_bytes = 8u << 20, .open_timeout_ms = 10000,
+                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1};
+  bar.enabled = !quiet && isatty(STDERR_FILENO);
+  rc = replica_acquire(argv[optind], &cfg, &r, &err);
+  if (rc == LTX_OK) rc = replica_latest(r, &v, &err);
+  if (rc != LTX_OK) goto out;
+  replica_stats(r, &st);
+  if (st.image_dir[0] == '\0') {
+    rc = ltx_error_set(&err, CACHE_ERR_IO, "no local image for %s in %s (see the message above)",
+                       argv[optind], dir);
+    goto out;
+  }
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    replica_stats(r, &st);
+    uint64_t pages = st.image_commit ? st.image_commit : replica_view_commit(v);
+    progress_draw(&bar, st.image.held < pages ? st.image.held : pages, pages);
+    if (st.hydrate_phase == REPLICA_HYDRATE_DONE) break;
+    if (st.image.disabled) {
+      rc = ltx_error_set(&err, CACHE_ERR_IO, "the local image stopped growing (disk full?) at "
+                         "%" PRIu64 " of %" PRIu64 " pages", st.image.held, pages);
+      goto out;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec > timeout_s) {
+      rc = ltx_error_set(&err, CACHE_ERR_TIMEOUT, "hydration not done after %ld s (%" PRIu64
+                         " of %" PRIu64 " pages; last poll error: %s)", timeout_s, st.image.held,
+                         pages, st.last_poll_error[0] ? st.last_poll_error : "none");
+      goto out;
+    }
+    usleep(50000);
+  }
+  if (bar.enabled && bar.last_percent != 100) progress_draw(&bar, 1, 1);
+  printf("hydrated %s at TXID %016" PRIx64 " (%" PRIu64 " pages) in %s\n", argv[optind],
+         st.image_txid, st.image.held, st.image_dir);
+out:
+  if (rc) status = report(&err);
+  if (v) replica_view_release(v);
+  replica_release(r);
+  return status;
+}
+
 /* The commands, and the subcommands of `ltvfs ltx`: name, handler (gets
 ** argv from its own name on), usage text. */
 typedef struct command {
@@ -626,6 +724,7 @@ static const command kCommands[] = {
     {"restore", cmd_restore, usage_restore},
     {"import", cmd_import, usage_import},
     {"ltx", cmd_ltx, NULL},
+    {"hydrate", cmd_hydrate, usage_hydrate},
 };
 
 int main(int argc, char **argv) {

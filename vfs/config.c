@@ -9,14 +9,18 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "vfs/vfs.h"
 
 #define DEFAULT_POLL_MS 1000
-#define DEFAULT_CACHE_BYTES (32u << 20)
+/* With pages on disk the memory cache holds what the image cannot (pages of
+** other versions, runs in flight): smaller than before the image. */
+#define DEFAULT_CACHE_BYTES (16u << 20)
 #define DEFAULT_OPEN_TIMEOUT_MS 10000
 #define DEFAULT_PREFETCH_MAX (4u << 20)
 
@@ -54,12 +58,56 @@ long long vfs_parse_size(const char *z) {
   return -1;
 }
 
+/* 1, 0, or -1 when z is not a boolean. */
+static int parse_bool(const char *z) {
+  if (!strcasecmp(z, "1") || !strcasecmp(z, "true") || !strcasecmp(z, "yes") || !strcasecmp(z, "on"))
+    return 1;
+  if (!strcasecmp(z, "0") || !strcasecmp(z, "false") || !strcasecmp(z, "no") || !strcasecmp(z, "off"))
+    return 0;
+  return -1;
+}
+
 /* The URI parameter key, else the environment variable env (may be NULL);
 ** NULL when neither is set or it is empty. */
 static const char *param(vfs_param_fn uri, void *ctx, const char *key, const char *env) {
   const char *v = uri ? uri(ctx, key) : NULL;
   if (v == NULL && env != NULL) v = getenv(env);
   return v && *v ? v : NULL;
+}
+
+static const char *param(vfs_param_fn uri, void *ctx, const char *key, const char *env);
+
+/* Where local images live: cache_dir= (off/none: no disk cache; not
+** "cache=", which is SQLite's own URI parameter), else
+** LITESTREAM_CACHE_DIR, else beside the Go VFS's LITESTREAM_HYDRATION_PATH
+** (its hydrated file's path + ".ltvfs"), else $XDG_CACHE_HOME/ltvfs, else
+** ~/.cache/ltvfs, else a directory of this user's under the temp dir. */
+static int cache_root(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) {
+  const char *v = uri ? uri(ctx, "cache_dir") : NULL, *home;
+  int n;
+  c->rc.cache_dir = c->cache_root;
+  if (v != NULL && (*v == '\0' || !strcasecmp(v, "off") || !strcasecmp(v, "none") ||
+                    !strcmp(v, "0"))) {
+    c->cache_root[0] = '\0';
+    return LTX_OK;
+  }
+  if (v == NULL) v = getenv("LITESTREAM_CACHE_DIR");
+  if (v != NULL && *v) {
+    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s", v);
+  } else if ((v = getenv("LITESTREAM_HYDRATION_PATH")) != NULL && *v) {
+    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s.ltvfs", v);
+  } else if ((home = getenv("XDG_CACHE_HOME")) != NULL && *home == '/') {
+    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/ltvfs", home);
+  } else if ((home = getenv("HOME")) != NULL && *home == '/') {
+    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/.cache/ltvfs", home);
+  } else {
+    const char *tmp = getenv("TMPDIR");
+    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/ltvfs-%ld",
+                 tmp && *tmp ? tmp : "/tmp", (long)getuid());
+  }
+  if (n < 0 || (size_t)n >= sizeof(c->cache_root))
+    return ltx_error_set(err, LTX_ERR_ARG, "cache directory '%s...' is too long", c->cache_root);
+  return LTX_OK;
 }
 
 int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) {
@@ -111,5 +159,18 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) 
       return ltx_error_set(err, LTX_ERR_ARG, "open_timeout=%s: not a duration (ms, or 10s)", v);
     c->rc.open_timeout_ms = (int)ms;
   }
-  return LTX_OK;
+  if ((v = param(uri, ctx, "cache_max", "LTVFS_CACHE_MAX")) != NULL) {
+    long long n = vfs_parse_size(v);
+    if (n < 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "cache_max=%s: not a size (bytes, or 512M, 10G)", v);
+    c->rc.cache_max = (uint64_t)n;
+  }
+  c->rc.hydrate = 1;
+  if ((v = param(uri, ctx, "hydrate", "LITESTREAM_HYDRATION_ENABLED")) != NULL) {
+    int b = parse_bool(v);
+    if (b < 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "hydrate=%s: not a boolean (1/0, true/false)", v);
+    c->rc.hydrate = b;
+  }
+  return cache_root(uri, ctx, c, err);
 }

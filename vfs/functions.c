@@ -53,10 +53,12 @@ static void json_escape(const char *s, char *out, size_t cap) {
 static char *fmt_stats(lt_file *p) {
   replica_stat s;
   replica_view *v = NULL;
-  char poll_error[sizeof(s.last_poll_error) * 2];
+  char poll_error[sizeof(s.last_poll_error) * 2], image_dir[sizeof(s.image_dir) * 2];
+  static const char *const kPhase[] = {"off", "idle", "filling", "applying", "done"};
   vfs_current_view(p, &v);
   replica_stats(p->rep, &s);
   json_escape(s.last_poll_error, poll_error, sizeof(poll_error));
+  json_escape(s.image_dir, image_dir, sizeof(image_dir));
   typedef unsigned long long ull;
   return sqlite3_mprintf(
       "{\"txid\":\"%016llx\",\"commit\":%u,\"page_size\":%u,\"pinned\":%d,"
@@ -64,13 +66,17 @@ static char *fmt_stats(lt_file *p) {
       "\"cache_limit\":%llu,\"cache_entries\":%llu,\"cache_evictions\":%llu,"
       "\"requests\":%llu,\"bytes_fetched\":%llu,\"coalesced\":%llu,"
       "\"polls\":%llu,\"poll_errors\":%llu,\"lag\":%lld,\"pending_files\":%llu,"
-      "\"last_poll_error\":\"%s\"}",
+      "\"last_poll_error\":\"%s\",\"hydration\":\"%s\",\"hydration_progress\":%d,"
+      "\"image_txid\":\"%016llx\",\"image_pages\":%llu,\"image_held\":%llu,"
+      "\"image_hits\":%llu,\"image_bytes_written\":%llu,\"image_dir\":\"%s\"}",
       (ull)(v ? replica_view_txid(v) : 0), v ? replica_view_commit(v) : 0,
       v ? replica_view_page_size(v) : 0, p->pin != NULL, (ull)s.cache.hits, (ull)s.cache.misses,
       (ull)s.cache.bytes, (ull)s.cache.limit, (ull)s.cache.entries, (ull)s.cache.evictions,
       (ull)s.requests, (ull)s.bytes_fetched, (ull)s.coalesced, (ull)s.polls,
       (ull)s.poll_errors, (long long)replica_lag_seconds(p->rep), (ull)s.pending_files,
-      poll_error);
+      poll_error, kPhase[s.hydrate_phase < 0 || s.hydrate_phase > 4 ? 0 : s.hydrate_phase],
+      replica_hydration_percent(p->rep), (ull)s.image_txid, (ull)s.image_commit,
+      (ull)s.image.held, (ull)s.image.hits, (ull)s.image.bytes_written, image_dir);
 }
 
 /* Moves the connection to the state at ts ('LATEST' = follow the newest);
@@ -107,7 +113,8 @@ int vfs_file_pragma(lt_file *p, char **azArg) {
   int rc;
   if (strcasecmp(name, "litestream_txid") && strcasecmp(name, "litestream_lag") &&
       strcasecmp(name, "litestream_time") && strcasecmp(name, "ltvfs_stats") &&
-      strcasecmp(name, "ltvfs_pinned_txid") && strcasecmp(name, "ltvfs_last_error"))
+      strcasecmp(name, "ltvfs_pinned_txid") && strcasecmp(name, "ltvfs_last_error") &&
+      strcasecmp(name, "litestream_hydration_progress"))
     return SQLITE_NOTFOUND;
   if (strcasecmp(name, "ltvfs_last_error") == 0 && val == NULL) {
     /* SQLite words every I/O error "disk I/O error"; the reason is here.
@@ -147,6 +154,11 @@ int vfs_file_pragma(lt_file *p, char **azArg) {
   }
   if (strcasecmp(name, "ltvfs_stats") == 0) {
     azArg[0] = fmt_stats(p);
+    return SQLITE_OK;
+  }
+  if (strcasecmp(name, "litestream_hydration_progress") == 0) {
+    /* The Go VFS's name: percent of the pages the local image holds. */
+    azArg[0] = sqlite3_mprintf("%d", replica_hydration_percent(p->rep));
     return SQLITE_OK;
   }
   if (strcasecmp(name, "ltvfs_pinned_txid") == 0) {

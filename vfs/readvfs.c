@@ -307,12 +307,6 @@ static int lt_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
     return g_base->xOpen(g_base, zName, pf, flags, pOutFlags);
   }
   vfs_log_configure();
-  {
-    const char *h = getenv("LITESTREAM_HYDRATION_ENABLED");
-    if (h && (strcmp(h, "true") == 0 || strcmp(h, "1") == 0))
-      vfs_logf(REPLICA_LOG_WARN, "LITESTREAM_HYDRATION_ENABLED: a hydrated local image is not built yet; "
-              "pages are served through the in-memory page cache (cache_size)");
-  }
   memset(p, 0, sizeof(*p));
   p->base.pMethods = &vfs_replica_io_methods;
   p->pin_time_ms = -1;

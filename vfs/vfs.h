@@ -21,7 +21,9 @@ typedef struct vfs_config {
   const char *url;      /* replica= / LITESTREAM_REPLICA_URL */
   uint64_t txid;        /* txid=; 0 = not pinned */
   int64_t time_ms;      /* time=; -1 = not pinned */
-  replica_config rc;    /* poll, cache_size, open_timeout, prefetch_max */
+  replica_config rc;    /* poll, cache_size, open_timeout, prefetch_max,
+                        ** hydrate, cache_dir (-> cache_root) */
+  char cache_root[1024]; /* "" = no disk cache */
 } vfs_config;
 
 /* Looks up a URI parameter (NULL when absent). */

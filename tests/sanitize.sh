@@ -19,9 +19,9 @@ cd "$(dirname "$0")/.."
 top=$PWD
 kind=${1:-tsan}
 case $kind in
-  tsan) flags="-fsanitize=thread -g -O1"; suites="check_replica check_s3" ;;
+  tsan) flags="-fsanitize=thread -g -O1"; suites="check_replica check_hydrate check_s3" ;;
   asan) flags="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
-        suites="check_ltx check_store check_cache check_replica check_s3" ;;
+        suites="check_ltx check_store check_cache check_replica check_hydrate check_s3" ;;
   *) echo "usage: tests/sanitize.sh tsan|asan" >&2; exit 2 ;;
 esac
 build=$top/build-$kind

@@ -49,6 +49,9 @@
 # .so), SQLITE3, CC, KEEP (1: keep the scratch directory
 # tests/tmp/bench_read after a successful run). About 3.5 minutes on 2 cores.
 set -euo pipefail
+# The read path over the network, as before the local image: ours runs with
+# no disk cache (bench/bench_hydrate.sh measures the image).
+export LITESTREAM_CACHE_DIR=off
 
 srcdir=${top_srcdir:-${srcdir:-$(cd "$(dirname "$0")/.." && pwd)}}
 top_builddir=${top_builddir:-.}

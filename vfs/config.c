@@ -77,21 +77,21 @@ static const char *param(vfs_param_fn uri, void *ctx, const char *key, const cha
 
 static const char *param(vfs_param_fn uri, void *ctx, const char *key, const char *env);
 
-/* Where local images live: cache_dir= (off/none: no disk cache; not
-** "cache=", which is SQLite's own URI parameter), else
-** LITESTREAM_CACHE_DIR, else beside the Go VFS's LITESTREAM_HYDRATION_PATH
+/* Where local images live: cache_dir= (not "cache=", which is SQLite's
+** own URI parameter), else LITESTREAM_CACHE_DIR ("off" or "none" in either:
+** no disk cache), else beside the Go VFS's LITESTREAM_HYDRATION_PATH
 ** (its hydrated file's path + ".ltvfs"), else $XDG_CACHE_HOME/ltvfs, else
 ** ~/.cache/ltvfs, else a directory of this user's under the temp dir. */
 static int cache_root(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) {
   const char *v = uri ? uri(ctx, "cache_dir") : NULL, *home;
   int n;
   c->rc.cache_dir = c->cache_root;
+  if (v == NULL) v = getenv("LITESTREAM_CACHE_DIR");
   if (v != NULL && (*v == '\0' || !strcasecmp(v, "off") || !strcasecmp(v, "none") ||
                     !strcmp(v, "0"))) {
     c->cache_root[0] = '\0';
     return LTX_OK;
   }
-  if (v == NULL) v = getenv("LITESTREAM_CACHE_DIR");
   if (v != NULL && *v) {
     n = snprintf(c->cache_root, sizeof(c->cache_root), "%s", v);
   } else if ((v = getenv("LITESTREAM_HYDRATION_PATH")) != NULL && *v) {

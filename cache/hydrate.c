@@ -203,8 +203,8 @@ out:
 }
 
 /* Applies f on top of the image's map: staged, marked, written, synced,
-** then H moves. view is the view the map becomes. */
-static int apply_file(replica *r, rp_file *f, replica_view *view, ltx_error *err) {
+** then H moves. */
+static int apply_file(replica *r, rp_file *f, ltx_error *err) {
   uint8_t *buf = NULL;
   uint32_t old_commit = r->img_meta.commit;
   int rc = rp_file_ensure_loaded(r, f, err);
@@ -226,7 +226,6 @@ static int apply_file(replica *r, rp_file *f, replica_view *view, ltx_error *err
   atomic_store(&r->img_commit, f->commit);
   rc = write_meta(r, err);
   if (rc == LTX_OK) cache_image_unstage(r->img);
-  (void)view;
 out:
   free(buf);
   return rc;
@@ -390,43 +389,52 @@ typedef struct fill_run {
   uint8_t *buf;
 } fill_run;
 
-/* Collects up to FILL_PARALLEL runs of pages of v's map the image does not
-** hold, scanning from *cursor (a page number); 0 when there is none left. */
-static size_t collect_runs(replica *r, replica_view *v, uint32_t *cursor, fill_run *runs) {
+/* Where the fill is: file index in v->files and position in its index. A
+** pass walks every file of the view once; file by file, so that a run is a
+** stretch of one file, whatever the page numbers. */
+typedef struct fill_cursor {
+  size_t file;
+  uint32_t pos;
+} fill_cursor;
+
+/* Collects up to FILL_PARALLEL runs of frames holding pages of v's map the
+** image does not hold. A run is contiguous in its file, up to 8 MiB, and
+** carries the frames in between that are not wanted (superseded by a later
+** file, or held already): one request for a stretch of a file, never one
+** per page. */
+static size_t collect_runs(replica *r, replica_view *v, fill_cursor *cur, fill_run *runs) {
   size_t nrun = 0;
-  uint32_t p = *cursor;
-  for (; p <= v->commit && nrun < FILL_PARALLEL; p++) {
-    const rp_slot *s = rp_view_slot(v, p);
+  while (nrun < FILL_PARALLEL && cur->file < v->nfiles) {
+    rp_file *f = v->files[cur->file];
     ltx_error err = {0};
-    if (s == NULL || s->file == NULL || !cache_image_wants(r->img, p, &s->file->meta)) continue;
-    rp_file *f = s->file;
-    if (rp_file_ensure_loaded(r, f, &err) != LTX_OK) continue; /* the reader will say why */
-    uint32_t lo = rp_slot_ipos(s, p);
-    if (lo == IPOS_UNKNOWN) continue;
+    if (rp_file_ensure_loaded(r, f, &err) != LTX_OK) { /* a reader will say why */
+      cur->file++;
+      cur->pos = 0;
+      continue;
+    }
     const ltx_page_entry *e = f->idx.entries;
+    uint32_t n = (uint32_t)f->idx.n, j = cur->pos;
+    while (j < n && !cache_image_wants(r->img, e[j].pgno, &f->meta)) j++;
+    if (j >= n) {
+      cur->file++;
+      cur->pos = 0;
+      continue;
+    }
+    uint32_t lo = j, hi = j + 1, useful_end = j + 1;
     uint64_t bytes = e[lo].size;
-    uint32_t hi = lo + 1;
-    /* neighbours of the same file, contiguous in it, that the map names
-    ** and the image lacks; a page the map names elsewhere ends the run */
-    /* (page numbers consecutive too: the scan moves on past the run, so a
-    ** run must not jump over pages that other files hold) */
-    while (hi < f->idx.n && e[hi].offset == e[hi - 1].offset + e[hi - 1].size &&
-           e[hi].pgno == e[hi - 1].pgno + 1 && bytes + e[hi].size <= FILL_RUN_BYTES) {
-      const rp_slot *ns = rp_view_slot(v, e[hi].pgno);
-      if (e[hi].pgno > v->commit || ns == NULL || ns->file != f ||
-          !cache_image_wants(r->img, e[hi].pgno, &f->meta))
-        break;
+    while (hi < n && e[hi].offset == e[hi - 1].offset + e[hi - 1].size &&
+           bytes + e[hi].size <= FILL_RUN_BYTES) {
       bytes += e[hi].size;
       hi++;
+      if (cache_image_wants(r->img, e[hi - 1].pgno, &f->meta)) useful_end = hi;
     }
     runs[nrun].f = f;
     runs[nrun].lo = lo;
-    runs[nrun].hi = hi;
+    runs[nrun].hi = useful_end;
     runs[nrun].buf = NULL;
     nrun++;
-    p = e[hi - 1].pgno; /* the loop moves past the run */
+    cur->pos = useful_end;
   }
-  *cursor = p;
   return nrun;
 }
 
@@ -490,7 +498,7 @@ static int verify_replica(replica *r, ltx_error *err) {
 }
 
 static void hydrator_work(replica *r) {
-  uint32_t cursor = 1;
+  fill_cursor cursor = {0, 0};
   int pass_found = 0;        /* the fill's pass from page 1 found pages to fetch */
   uint64_t pass_held = 0;    /* pages held when that pass began */
   int stuck = 0;             /* a pass fetched pages but the image took none */
@@ -501,7 +509,7 @@ static void hydrator_work(replica *r) {
     ltx_error err = {0};
     rp_img_step *step = NULL;
     replica_view *target = NULL;
-    int rc = LTX_OK, did = 0;
+    int rc = LTX_OK;
 
     if (!r->img_verified) {
       pthread_mutex_unlock(&r->mutex);
@@ -560,26 +568,25 @@ static void hydrator_work(replica *r) {
           if (r->img_view) replica_view_release(r->img_view);
           r->img_view = target;
           target = NULL;
-          cursor = 1;
+          cursor = (fill_cursor){0, 0};
           stuck = 0;
           fits = -1;
         }
         pthread_mutex_unlock(&r->mutex);
         if (target) replica_view_release(target);
       }
-      did = 1;
     } else if (r->img_queue) {
       step = r->img_queue;
       r->img_queue = step->next;
       pthread_mutex_unlock(&r->mutex);
       atomic_store(&r->img_phase, REPLICA_HYDRATE_APPLYING);
-      for (size_t i = 0; i < step->n && rc == LTX_OK; i++) rc = apply_file(r, step->files[i], step->view, &err);
+      for (size_t i = 0; i < step->n && rc == LTX_OK; i++) rc = apply_file(r, step->files[i], &err);
       pthread_mutex_lock(&r->mutex);
       if (rc == LTX_OK) {
         if (r->img_view) replica_view_release(r->img_view);
         r->img_view = step->view;
         step->view = NULL;
-        cursor = 1;
+        cursor = (fill_cursor){0, 0};
         stuck = 0;
         fits = -1;
       } else {
@@ -590,7 +597,6 @@ static void hydrator_work(replica *r) {
       free(step->files);
       if (step->view) replica_view_release(step->view);
       free(step);
-      did = 1;
     } else if (r->cfg.hydrate && r->img_view && fits < 0) {
       uint64_t commit = r->img_view->commit;
       uint32_t ps = r->img_view->page_size;
@@ -598,7 +604,8 @@ static void hydrator_work(replica *r) {
       fits = budget_fits(r, commit, ps);
       pthread_mutex_lock(&r->mutex);
       continue;
-    } else if (r->cfg.hydrate && r->img_view && cursor <= r->img_view->commit && !stuck && fits) {
+    } else if (r->cfg.hydrate && r->img_view && cursor.file < r->img_view->nfiles && !stuck &&
+               fits) {
       fill_run runs[FILL_PARALLEL];
       target = r->img_view;
       replica_view_ref(target);
@@ -610,7 +617,7 @@ static void hydrator_work(replica *r) {
         pass_found = 1;
         rc = fill_runs(r, runs, nrun, &err);
       }
-      if (cursor > target->commit && pass_found) {
+      if (cursor.file >= target->nfiles && pass_found) {
         /* a pass that fetched something: one more to find what it missed
         ** (pages a failed decode or a racing change left out); a pass that
         ** finds nothing means the image holds the whole map. One whose
@@ -624,18 +631,17 @@ static void hydrator_work(replica *r) {
                  "do not decode); reads of them go to the store", r->url);
         }
         pass_held = is.held;
-        cursor = 1;
+        cursor = (fill_cursor){0, 0};
         pass_found = 0;
       }
       replica_view_release(target);
-      did = 1;
       pthread_mutex_lock(&r->mutex);
-      if (rc != LTX_OK) cursor = 1; /* start over, after the backoff below */
+      if (rc != LTX_OK) cursor = (fill_cursor){0, 0}; /* start over, after the backoff below */
       pthread_mutex_unlock(&r->mutex);
     } else {
       cache_image_stat is;
       cache_image_stats(r->img, &is);
-      int held_all = r->img_view && cursor > r->img_view->commit && !stuck && fits == 1 &&
+      int held_all = r->img_view && cursor.file >= r->img_view->nfiles && !stuck && fits == 1 &&
                      !is.disabled;
       atomic_store(&r->img_phase, held_all && r->cfg.hydrate ? REPLICA_HYDRATE_DONE
                                                               : REPLICA_HYDRATE_IDLE);
@@ -651,7 +657,6 @@ static void hydrator_work(replica *r) {
       }
       continue;
     }
-    (void)did;
     if (rc != LTX_OK) {
       failures++;
       pthread_mutex_lock(&r->mutex);

@@ -79,7 +79,11 @@ _Static_assert(sizeof(image_entry) == 32, "one entry is 32 bytes on disk");
 typedef struct record_map {
   uint8_t *base;
   size_t bytes;
-  uint32_t pages; /* entries it covers */
+  uint32_t pages;         /* entries it covers */
+  atomic_uchar *checked;  /* per page: its bytes passed their CRC in this
+                          ** process. Bytes this process writes are whole
+                          ** before the entry says held, so only bytes an
+                          ** earlier process left need the check, once. */
   struct record_map *older;
 } record_map;
 
@@ -329,8 +333,11 @@ static int record_reserve(cache_image *im, uint32_t pages, ltx_error *err) {
     free(m);
     return io_error(err, "grow", "the page record");
   }
-  m->base = mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im->pages_fd, 0);
+  m->checked = calloc((size_t)want + 1, 1);
+  m->base = m->checked ? mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im->pages_fd, 0)
+                       : MAP_FAILED;
   if (m->base == MAP_FAILED) {
+    free(m->checked);
     free(m);
     return io_error(err, "map", "the page record");
   }
@@ -416,6 +423,7 @@ static void close_data_files(cache_image *im) {
   while (m) {
     record_map *older = m->older;
     munmap(m->base, m->bytes);
+    free(m->checked);
     free(m);
     m = older;
   }
@@ -551,7 +559,10 @@ int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, 
   if (!atomic_load(&e->held) || atomic_load(&e->max_txid) != mx ||
       atomic_load(&e->min_level) != ml)
     goto miss;
-  if (ltx_crc64(0, out, ps) != c) goto bad;
+  if (!atomic_load(&m->checked[pgno])) {
+    if (ltx_crc64(0, out, ps) != c) goto bad;
+    atomic_store(&m->checked[pgno], 1);
+  }
   atomic_fetch_add(&im->hits, 1);
   return 1;
 bad:

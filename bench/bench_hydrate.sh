@@ -1,0 +1,211 @@
+#!/bin/bash
+# bench/bench_hydrate.sh: the local image. One replica of a ~110 MB database
+# (a snapshot from `ltvfs import`, then INCS incremental files) on the
+# loopback S3 server behind the fault proxy (which counts requests and can
+# delay each by LAT_MS ms). One run of each, same machine:
+#
+#   1. time to fully hydrated, requests, bytes, peak RSS:
+#      ours  `ltvfs hydrate` (the same code the VFS runs in the background);
+#      peer  the Go VFS with LITESTREAM_HYDRATION_ENABLED=true, polled with
+#            PRAGMA litestream_hydration_progress until 100 (bounded by
+#            PEER_BUDGET s; an unfinished run is extrapolated from its
+#            progress and marked "~");
+#      limit the physical limit measured in the same run: the larger of a
+#            raw parallel GET of the same objects (curl, SigV4, 8 MiB ranges,
+#            8 at a time) and writing + fsyncing as many bytes locally;
+#   2. after hydration, a full scan and WARM_Q random point queries through
+#      the VFS (served from the image, default cache_size) beside plain
+#      sqlite3 on a restored copy;
+#   3. a warm restart: open to the first query, and the requests it made.
+# Everything over s3:// loopback, then hydration again with +LAT_MS ms per
+# request. Prints markdown tables. Needs what check.sh installs, curl and
+# /usr/bin/time. ~4 minutes on 2 cores. Environment: ROWS (250000), INCS (3),
+# LAT_MS (20), PEER_BUDGET (60), WARM_Q (20000), KEEP=1 keeps the scratch.
+set -euo pipefail
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
+top_builddir=${top_builddir:-$srcdir}
+LTVFS=$top_builddir/tools/ltvfs
+LIB=$top_builddir/.libs/libltvfs.so
+GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
+ROWS=${ROWS:-250000}
+INCS=${INCS:-3}
+LAT_MS=${LAT_MS:-20}
+PEER_BUDGET=${PEER_BUDGET:-60}
+WARM_Q=${WARM_Q:-20000}
+W=$top_builddir/tests/tmp/bench_hydrate
+rm -rf "$W"
+mkdir -p "$W"
+for need in curl /usr/bin/time sqlite3; do
+  command -v "$need" >/dev/null || { echo "bench_hydrate: needs $need"; exit 77; }
+done
+. "$srcdir/tests/s3/env.sh"
+s3_env_start >/dev/null
+trap 's3_env_stop; [ "${KEEP:-0}" = 1 ] || rm -rf "$W"' EXIT
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+fault() { s3_fault "$@" >/dev/null; }
+requests() { curl -fsS "$S3_FAULT_URL/stats" | sed -E 's/.*"requests":([0-9]+).*/\1/'; }
+reset_stats() { curl -fsS "$S3_FAULT_URL/reset-stats" >/dev/null; }
+
+# ---- the database and its replica: a snapshot and INCS incremental files ----
+DB=$W/app.db
+REP=$W/replica
+sqlite3 "$DB" "PRAGMA page_size = 4096;
+  CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, payload BLOB);
+  WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $ROWS)
+  INSERT INTO t SELECT i, printf('k%08d', i), randomblob(400) FROM s;
+  CREATE INDEX t_k ON t(k);" >/dev/null
+"$LTVFS" import "$DB" "file://$REP" >/dev/null
+for i in $(seq 1 "$INCS"); do
+  cp "$DB" "$W/prev.db"
+  sqlite3 "$DB" "UPDATE t SET payload = randomblob(400) WHERE id % 97 = $i;" >/dev/null
+  "$top_builddir/tests/ltx_diffgen" "$W/prev.db" "$DB" "file://$REP" "$(printf '%x' $((i + 1)))" >/dev/null
+done
+rm -f "$W/prev.db"
+URL="s3://$S3_BUCKET/bench?endpoint=$S3_PROXY_ENDPOINT"
+"$top_builddir/tests/replica_copy" "file://$REP" "s3://$S3_BUCKET/bench?endpoint=$S3_ENDPOINT" >/dev/null
+"$LTVFS" restore "$URL" -o "$W/restored.db" -q -f
+DB_BYTES=$(stat -c %s "$W/restored.db")
+NOBJ=$(find "$REP" -name '*.ltx' | wc -l)
+
+# ---- the physical limit ----
+# GET every object of the replica (the data a hydration must fetch) with
+# curl, SigV4-signed, 8 MiB ranges, 8 in flight; and write + fsync that
+# many bytes locally.
+list_objects() { # level name size, from the file:// copy of the replica
+  find "$REP/ltx" -name '*.ltx' -printf '%h %f %s\n' | while read -r dir name size; do
+    echo "${dir##*/} ${name%.ltx} $size"
+  done
+}
+raw_get() {
+  local jobs=$W/ranges
+  : >"$jobs"
+  while read -r level name size; do
+    local key
+    key=$(printf 'bench/%04x/%s.ltx' "$level" "$name")
+    for ((off = 0; off < size; off += 8388608)); do
+      echo "$key $off $((off + 8388607 < size - 1 ? off + 8388607 : size - 1))" >>"$jobs"
+    done
+  done < <(list_objects)
+  xargs -P 8 -L 1 sh -c 'curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -r "$1-$2" -o /dev/null "'"$S3_PROXY_ENDPOINT/$S3_BUCKET"'/$0"' <"$jobs"
+}
+limit() { # prints ms of max(raw GET, local write + fsync)
+  local t0 t1 t2 t3 mb
+  t0=$(now_ms)
+  raw_get
+  t1=$(now_ms)
+  mb=$(((DB_BYTES + 1048575) / 1048576))
+  t2=$(now_ms)
+  dd if=/dev/zero of="$W/limit.img" bs=1M count="$mb" conv=fsync status=none
+  t3=$(now_ms)
+  rm -f "$W/limit.img"
+  echo "$((t1 - t0)) $((t3 - t2))"
+}
+
+# ---- ours: ltvfs hydrate ----
+ours_hydrate() { # prints ms requests rss_mb
+  local cache=$W/cache-$1 t0 t1
+  rm -rf "$cache"
+  reset_stats
+  t0=$(now_ms)
+  /usr/bin/time -f '%M' -o "$W/rss" "$LTVFS" hydrate "$URL" --cache-dir "$cache" -q >"$W/hyd.out"
+  t1=$(now_ms)
+  echo "$((t1 - t0)) $(requests) $(awk '{ printf "%.1f", $1 / 1024 }' "$W/rss")"
+}
+
+# ---- the peer: the Go VFS hydrating ----
+peer_hydrate() { # prints ms requests rss_mb done(1/0) progress
+  local t0 t1 p=0 rc=0
+  rm -f "$W/go-hydrated.db"*
+  reset_stats
+  t0=$(now_ms)
+  {
+    printf '.load %s\n.open file:x.db?vfs=litestream\nSELECT count(*) FROM sqlite_master;\n' "$GOVFS"
+    for _ in $(seq 1 $((PEER_BUDGET * 5))); do
+      echo "PRAGMA litestream_hydration_progress;"
+      echo ".shell sleep 0.2"
+    done
+  } | (cd "$W" && env -u AWS_CA_BUNDLE LITESTREAM_REPLICA_URL="$URL" LITESTREAM_LOG_FILE="$W/go.log" \
+      LITESTREAM_HYDRATION_ENABLED=true LITESTREAM_HYDRATION_PATH="$W/go-hydrated.db" \
+      /usr/bin/time -f '%M' -o "$W/rss" timeout $((PEER_BUDGET + 30)) sqlite3 -batch 2>&1) |
+    while read -r line; do
+      case $line in
+        100) echo "$(now_ms) 100" >"$W/peer.done"; pkill -f "go-hydrated.db" 2>/dev/null || true ;;
+        [0-9]|[0-9][0-9]) echo "$(now_ms) $line" >"$W/peer.progress" ;;
+      esac
+    done || rc=$?
+  t1=$(now_ms)
+  if [ -s "$W/peer.done" ]; then
+    read -r tdone p <"$W/peer.done"
+    echo "$((tdone - t0)) $(requests) $(awk '{ printf "%.1f", $1 / 1024 }' "$W/rss" 2>/dev/null || echo ?) 1 100"
+  else
+    p=0
+    [ -s "$W/peer.progress" ] && read -r _ p <"$W/peer.progress"
+    echo "$((t1 - t0)) $(requests) $(awk '{ printf "%.1f", $1 / 1024 }' "$W/rss" 2>/dev/null || echo ?) 0 $p"
+  fi
+  rm -f "$W/peer.done" "$W/peer.progress"
+}
+
+# ---- after hydration: scans and point queries against plain sqlite3 ----
+SCAN_Q="SELECT count(*), sum(length(payload)) FROM t;"
+point_sql() { # WARM_Q point queries by id, a fixed sequence
+  awk -v n="$WARM_Q" -v rows="$ROWS" 'BEGIN { x = 12345; for (i = 0; i < n; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "SELECT length(payload) FROM t WHERE id = %d;\n", 1 + x % rows } }'
+}
+time_sql() { # URI-or-path CACHE_DIR SQL-file -> ms
+  local t0 t1
+  t0=$(now_ms)
+  LITESTREAM_CACHE_DIR=$2 sqlite3 -batch -cmd ".load $LIB" ":memory:" ".open '$1'" ".read $3" >/dev/null
+  t1=$(now_ms)
+  echo $((t1 - t0))
+}
+
+fault none
+read -r lim_get lim_write <<<"$(limit)"
+read -r o_ms o_req o_rss <<<"$(ours_hydrate lo)"
+read -r p_ms p_req p_rss p_done p_prog <<<"$(peer_hydrate)"
+fault latency "ms=$LAT_MS"
+read -r lim_get_lat _ <<<"$(limit)"
+read -r ol_ms ol_req ol_rss <<<"$(ours_hydrate lat)"
+read -r pl_ms pl_req pl_rss pl_done pl_prog <<<"$(PEER_BUDGET=$((PEER_BUDGET / 2)) peer_hydrate)"
+fault none
+
+VFS_URI="file:app?vfs=litestream&replica=$(printf '%s' "$URL" | sed 's/&/%26/g')"
+echo "$SCAN_Q" >"$W/scan.sql"
+point_sql >"$W/points.sql"
+s_ours=$(time_sql "$VFS_URI" "$W/cache-lo" "$W/scan.sql")
+s_plain=$( t0=$(now_ms); sqlite3 "$W/restored.db" ".read $W/scan.sql" >/dev/null; echo $(($(now_ms) - t0)) )
+q_ours=$(time_sql "$VFS_URI" "$W/cache-lo" "$W/points.sql")
+q_plain=$( t0=$(now_ms); sqlite3 "$W/restored.db" ".read $W/points.sql" >/dev/null; echo $(($(now_ms) - t0)) )
+reset_stats
+t0=$(now_ms)
+first=$(LITESTREAM_CACHE_DIR=$W/cache-lo sqlite3 -batch -cmd ".load $LIB" ":memory:" ".open '$VFS_URI'" \
+  "SELECT length(payload) FROM t WHERE id = 4242;")
+warm_ms=$(($(now_ms) - t0))
+warm_req=$(requests)
+want_first=$(sqlite3 "$W/restored.db" "SELECT length(payload) FROM t WHERE id = 4242;")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+mx() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
+fmt_peer() { if [ "$4" = 1 ]; then echo "$1 ms"; else awk -v ms="$1" -v p="$5" 'BEGIN { if (p > 0) printf "~%d ms (%d%% in %d ms)", ms * 100 / p, p, ms; else printf ">%d ms (0%%)", ms }'; fi; }
+L=$(mx "$lim_get" "$lim_write")
+LL=$(mx "$lim_get_lat" "$lim_write")
+echo
+echo "bench_hydrate: $((DB_BYTES / 1048576)) MiB database ($((DB_BYTES / 4096)) pages), $NOBJ LTX objects; S3 loopback (s3rver behind the fault proxy); one run each"
+echo
+echo "| hydration | time to fully hydrated | requests | peak RSS (MB) | vs the limit |"
+echo "|---|---:|---:|---:|---:|"
+echo "| physical limit, loopback: max(raw parallel GET $lim_get ms, write+fsync $lim_write ms) | $L ms | | | 1.00 |"
+echo "| ours (ltvfs hydrate), loopback | $o_ms ms | $o_req | $o_rss | $(ratio "$o_ms" "$L") |"
+echo "| Go VFS, loopback | $(fmt_peer "$p_ms" "$p_req" "$p_rss" "$p_done" "$p_prog") | $p_req | $p_rss | |"
+echo "| physical limit, +$LAT_MS ms/request | $LL ms | | | 1.00 |"
+echo "| ours, +$LAT_MS ms/request | $ol_ms ms | $ol_req | $ol_rss | $(ratio "$ol_ms" "$LL") |"
+echo "| Go VFS, +$LAT_MS ms/request | $(fmt_peer "$pl_ms" "$pl_req" "$pl_rss" "$pl_done" "$pl_prog") | $pl_req | $pl_rss | |"
+echo
+echo "| after hydration (default cache_size) | ours (VFS, from the image) | plain sqlite3 (restored copy) | ours / plain speed |"
+echo "|---|---:|---:|---:|"
+echo "| full scan ($SCAN_Q) | $s_ours ms | $s_plain ms | $(ratio "$s_plain" "$s_ours") |"
+echo "| $WARM_Q point queries, one process | $q_ours ms | $q_plain ms | $(ratio "$q_plain" "$q_ours") |"
+echo
+echo "| warm restart | open + first point query | requests | answer right |"
+echo "|---|---:|---:|---|"
+echo "| ours, from the image | $warm_ms ms (process start included) | $warm_req (LISTs: the catch-up poll and the replica check) | $([ "$first" = "$want_first" ] && echo yes || echo NO) |"

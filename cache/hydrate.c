@@ -99,15 +99,25 @@ void rp_image_open(replica *r) {
   atomic_store(&r->img_phase, REPLICA_HYDRATE_IDLE);
 }
 
-void rp_image_close(replica *r) {
+static void step_free(rp_img_step *s) {
+  for (size_t i = 0; i < s->n; i++) rp_file_release(s->files[i]);
+  free(s->files);
+  if (s->view) replica_view_release(s->view);
+  free(s);
+}
+
+/* Drops the queued chains (closing, or a rebase supersedes them). Caller
+** holds r->mutex or is the last user. */
+static void queue_clear(replica *r) {
   while (r->img_queue) {
     rp_img_step *s = r->img_queue;
     r->img_queue = s->next;
-    for (size_t i = 0; i < s->n; i++) rp_file_release(s->files[i]);
-    free(s->files);
-    replica_view_release(s->view);
-    free(s);
+    step_free(s);
   }
+}
+
+void rp_image_close(replica *r) {
+  queue_clear(r);
   if (r->img_view) replica_view_release(r->img_view);
   r->img_view = NULL;
   cache_image_close(r->img);
@@ -549,14 +559,7 @@ static void hydrator_work(replica *r) {
 
     if (r->img_rebase) {
       r->img_rebase = 0;
-      while (r->img_queue) { /* the rebase supersedes them */
-        rp_img_step *s = r->img_queue;
-        r->img_queue = s->next;
-        for (size_t i = 0; i < s->n; i++) rp_file_release(s->files[i]);
-        free(s->files);
-        replica_view_release(s->view);
-        free(s);
-      }
+      queue_clear(r); /* the rebase supersedes them */
       target = r->latest;
       if (target) replica_view_ref(target);
       pthread_mutex_unlock(&r->mutex);
@@ -593,10 +596,7 @@ static void hydrator_work(replica *r) {
         r->img_rebase = 1; /* the map is wherever the failure left it */
       }
       pthread_mutex_unlock(&r->mutex);
-      for (size_t i = 0; i < step->n; i++) rp_file_release(step->files[i]);
-      free(step->files);
-      if (step->view) replica_view_release(step->view);
-      free(step);
+      step_free(step);
     } else if (r->cfg.hydrate && r->img_view && fits < 0) {
       uint64_t commit = r->img_view->commit;
       uint32_t ps = r->img_view->page_size;

@@ -28,7 +28,10 @@
 ** self-validating: a torn write, a crash between bytes and entry, or a
 ** concurrent rewrite is a miss, never wrong bytes.
 **
-** Order of writes (one writer at a time, under im->write_mutex):
+** Order of writes (one writer at a time, under im->write_mutex, which is
+** held across the pwrite of one page: the entry and its bytes must change
+** together, and a local write of a page is short; it is never held across
+** a store call or an fsync):
 **   put (fill, read-through): pwrite the bytes; store crc; store held = 1.
 **   remap (a new file F applied, or a rebase): store held = 0; store the new
 **     identity; then, if the bytes are at hand, pwrite them, crc, held = 1.

@@ -50,7 +50,8 @@
 
 #define APPLY_RANGE_BYTES (8u << 20) /* one request of a file being applied */
 #define FILL_RUN_BYTES (8u << 20)    /* one request of the fill */
-#define FILL_PARALLEL 8              /* fill requests in flight */
+#define FILL_PARALLEL 4              /* fill requests in flight (twice that
+                                     ** much memory: one batch being written) */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
 #define DISK_RESERVE (64u << 20)     /* free space the image never takes (or 1/16
@@ -448,41 +449,139 @@ static size_t collect_runs(replica *r, replica_view *v, fill_cursor *cur, fill_r
   return nrun;
 }
 
-/* Fetches the runs in parallel, decodes them and writes the pages. */
-static int fill_runs(replica *r, fill_run *runs, size_t nrun, ltx_error *err) {
+/* A fetched batch of runs: the bytes, and a reference to each run's file. */
+typedef struct fill_batch {
+  fill_run runs[FILL_PARALLEL];
   store_range rr[FILL_PARALLEL];
-  uint8_t *page = NULL;
+  size_t n;
+} fill_batch;
+
+static void batch_free(fill_batch *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    free(b->runs[i].buf);
+    rp_file_release(b->runs[i].f);
+  }
+  free(b);
+}
+
+/* Fetches the runs in parallel (one request each) into a new batch. */
+static int fetch_batch(replica *r, const fill_run *runs, size_t nrun, fill_batch **out,
+                       ltx_error *err) {
+  fill_batch *b = calloc(1, sizeof(*b));
   int rc = LTX_OK;
+  if (b == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
   for (size_t i = 0; i < nrun; i++) {
     const ltx_page_entry *e = runs[i].f->idx.entries;
-    rr[i].key = runs[i].f->key;
-    rr[i].off = e[runs[i].lo].offset;
-    rr[i].n = (size_t)(e[runs[i].hi - 1].offset + e[runs[i].hi - 1].size - rr[i].off);
-    runs[i].buf = rr[i].buf = malloc(rr[i].n ? rr[i].n : 1);
-    if (runs[i].buf == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    b->runs[i] = runs[i];
+    atomic_fetch_add(&runs[i].f->refs, 1);
+    b->n = i + 1;
+    b->rr[i].key = runs[i].f->key;
+    b->rr[i].off = e[runs[i].lo].offset;
+    b->rr[i].n = (size_t)(e[runs[i].hi - 1].offset + e[runs[i].hi - 1].size - b->rr[i].off);
+    b->runs[i].buf = b->rr[i].buf = malloc(b->rr[i].n ? b->rr[i].n : 1);
+    if (b->runs[i].buf == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
   }
-  if (rc == LTX_OK) rc = store_read_ranges(r->st, rr, nrun, err);
-  for (size_t i = 0; i < nrun && rc == LTX_OK; i++) {
-    rp_file *f = runs[i].f;
+  if (rc == LTX_OK) rc = store_read_ranges(r->st, b->rr, b->n, err);
+  if (rc != LTX_OK) {
+    batch_free(b);
+    return rc;
+  }
+  for (size_t i = 0; i < b->n; i++) atomic_fetch_add(&r->hyd_bytes, b->rr[i].n);
+  *out = b;
+  return LTX_OK;
+}
+
+/* Decodes a batch and writes the pages the image wants; frees it. */
+static void write_batch(replica *r, fill_batch *b) {
+  uint8_t *page = NULL;
+  ltx_error err = {0};
+  int rc = LTX_OK;
+  for (size_t i = 0; i < b->n && rc == LTX_OK; i++) {
+    rp_file *f = b->runs[i].f;
     const ltx_page_entry *e = f->idx.entries;
-    atomic_fetch_add(&r->hyd_bytes, rr[i].n);
     free(page);
-    page = malloc(f->page_size);
-    if (page == NULL) {
-      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-      break;
-    }
-    for (uint32_t j = runs[i].lo; j < runs[i].hi && rc == LTX_OK; j++) {
+    if ((page = malloc(f->page_size)) == NULL) break;
+    for (uint32_t j = b->runs[i].lo; j < b->runs[i].hi && rc == LTX_OK; j++) {
       ltx_error derr = {0};
-      if (ltx_frame_decode(runs[i].buf + (e[j].offset - rr[i].off), e[j].size, e[j].pgno,
+      if (!cache_image_wants(r->img, e[j].pgno, &f->meta)) continue; /* bridged over */
+      if (ltx_frame_decode(b->runs[i].buf + (e[j].offset - b->rr[i].off), e[j].size, e[j].pgno,
                            f->page_size, page, &derr) != LTX_OK)
         break; /* a reader of that page will see the error */
-      rc = cache_image_put(r->img, e[j].pgno, &f->meta, page, err);
+      rc = cache_image_put(r->img, e[j].pgno, &f->meta, page, &err);
     }
   }
+  if (rc != LTX_OK) rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
   free(page);
-  for (size_t i = 0; i < nrun; i++) free(runs[i].buf);
-  return rc;
+  batch_free(b);
+}
+
+/* The fill's writer thread: it decodes and writes one batch while the
+** hydrator fetches the next, so that download and disk writes overlap. At
+** most two batches exist at once (one being written, one being fetched). */
+typedef struct fill_writer {
+  replica *r;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  fill_batch *batch; /* handed over, not taken yet */
+  int busy, quit, started;
+  pthread_t th;
+} fill_writer;
+
+static void *writer_main(void *arg) {
+  fill_writer *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (w->batch == NULL && !w->quit) pthread_cond_wait(&w->cond, &w->mu);
+    if (w->batch == NULL) break;
+    fill_batch *b = w->batch;
+    w->batch = NULL;
+    w->busy = 1;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    write_batch(w->r, b);
+    pthread_mutex_lock(&w->mu);
+    w->busy = 0;
+    pthread_cond_broadcast(&w->cond);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+/* Gives b to the writer (waiting while it still has one to take); writes
+** it here when there is no writer thread. */
+static void writer_hand(fill_writer *w, fill_batch *b) {
+  if (!w->started) {
+    w->started = pthread_create(&w->th, NULL, writer_main, w) == 0 ? 1 : -1;
+  }
+  if (w->started < 0) {
+    write_batch(w->r, b);
+    return;
+  }
+  pthread_mutex_lock(&w->mu);
+  while (w->batch != NULL) pthread_cond_wait(&w->cond, &w->mu);
+  w->batch = b;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits until everything handed over is written. */
+static void writer_drain(fill_writer *w) {
+  if (w->started <= 0) return;
+  pthread_mutex_lock(&w->mu);
+  while (w->batch != NULL || w->busy) pthread_cond_wait(&w->cond, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void writer_stop(fill_writer *w) {
+  if (w->started > 0) {
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+  }
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cond);
 }
 
 /* ---- the thread ---- */
@@ -508,6 +607,7 @@ static int verify_replica(replica *r, ltx_error *err) {
 }
 
 static void hydrator_work(replica *r) {
+  fill_writer writer = {.r = r};
   fill_cursor cursor = {0, 0};
   int pass_found = 0;        /* the fill's pass from page 1 found pages to fetch */
   uint64_t pass_held = 0;    /* pages held when that pass began */
@@ -614,9 +714,12 @@ static void hydrator_work(replica *r) {
       while (atomic_load(&r->readers_fetching) > 0 && !r->stop) rp_sleep_ms(YIELD_MS);
       size_t nrun = collect_runs(r, target, &cursor, runs);
       if (nrun > 0) {
+        fill_batch *batch = NULL;
         pass_found = 1;
-        rc = fill_runs(r, runs, nrun, &err);
+        rc = fetch_batch(r, runs, nrun, &batch, &err);
+        if (rc == LTX_OK) writer_hand(&writer, batch);
       }
+      if (cursor.file >= target->nfiles) writer_drain(&writer); /* the pass is written */
       if (cursor.file >= target->nfiles && pass_found) {
         /* a pass that fetched something: one more to find what it missed
         ** (pages a failed decode or a racing change left out); a pass that
@@ -673,6 +776,7 @@ static void hydrator_work(replica *r) {
     pthread_mutex_lock(&r->mutex);
   }
   pthread_mutex_unlock(&r->mutex);
+  writer_stop(&writer);
 }
 
 static void *hydrator_main(void *arg) {

@@ -246,13 +246,16 @@ static int mem_read_at(void *ctx, uint64_t off, uint8_t *buf, size_t n, ltx_erro
 
 /* Compacts level-0 files [lo, hi] (1-based TXIDs of main) into one level-1
 ** file of the replica at g_tmp. */
-static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
+/* Compacts level-0 files [lo, hi] (1-based TXIDs of main) into one file of
+** dir; its bytes pass through fix (may be NULL) before they are written. */
+static void compact_into(const char *l0, char names[][64], int lo, int hi, const char *dir,
+                         void (*fix)(uint8_t *, size_t)) {
   file_src src[16];
   ltx_source in[16];
   ltx_membuf mb = {0};
   ltx_header h;
   ltx_error err = {0};
-  char path[PATH_CAP], l1[700];
+  char path[PATH_CAP];
   int k = 0;
   for (int t = lo; t <= hi; t++, k++) {
     snprintf(path, sizeof(path), "%s/%s", l0, names[t - 1]);
@@ -263,13 +266,20 @@ static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
     in[k].size = src[k].n;
   }
   ck_assert_msg(ltx_compact(in, (size_t)k, ltx_membuf_write, &mb, &h, &err) == 0, "%s", err.msg);
-  snprintf(l1, sizeof(l1), "%s/ltx/1", g_tmp);
-  ck_assert_int_eq(tu_mkdirs(l1), 0);
+  if (fix) fix(mb.buf, mb.len);
+  ck_assert_int_eq(tu_mkdirs(dir), 0);
   char name[64];
-  snprintf(path, sizeof(path), "%s/%s", l1, ltx_file_name((uint64_t)lo, (uint64_t)hi, name));
+  snprintf(path, sizeof(path), "%s/%s", dir, ltx_file_name((uint64_t)lo, (uint64_t)hi, name));
   ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
   ltx_membuf_free(&mb);
   for (int i = 0; i < k; i++) free(src[i].buf);
+}
+
+/* ... into level 1 of the replica at g_tmp. */
+static void compact_to_l1(const char *l0, char names[][64], int lo, int hi) {
+  char l1[700];
+  snprintf(l1, sizeof(l1), "%s/ltx/1", g_tmp);
+  compact_into(l0, names, lo, hi, l1, NULL);
 }
 
 START_TEST(test_straddling_compaction_and_retention) {
@@ -506,19 +516,19 @@ END_TEST
 ** with its key, and does not stop the replica from following once other
 ** files make it unnecessary: here a corrupt L1 file [3, 4] is the preferred
 ** chain, and the replica moves on through the L0 files 3 and 4. */
+static void break_magic(uint8_t *b, size_t n) {
+  if (n > 3) b[3] = '0'; /* LTX1 -> LTX0 */
+}
+
 START_TEST(test_corrupt_file_is_named_and_bypassed) {
   main_replica m;
   char l1[PATH_CAP * 2], name[64], fixture[PATH_CAP], fixture_url[PATH_CAP + 8];
-  size_t n = 0;
   replica_stat s;
   replica *r = open_main_at_2(&m);
-  compact_to_l1(m.src, m.names, 3, 4);
-  snprintf(l1, sizeof(l1), "%s/ltx/1/%s", g_tmp, ltx_file_name(3, 4, name));
-  uint8_t *b = tu_read_file(l1, &n);
-  ck_assert_ptr_nonnull(b);
-  b[3] = '0'; /* LTX1 -> LTX0 */
-  ck_assert_int_eq(tu_write_file_atomic(l1, b, n), 0);
-  free(b);
+  /* (corrupted before it is written: the poller never sees a good copy) */
+  snprintf(l1, sizeof(l1), "%s/ltx/1", g_tmp);
+  compact_into(m.src, m.names, 3, 4, l1, break_magic);
+  ltx_file_name(3, 4, name);
 
   tu_wait_poll_error(r, name);
   replica_stats(r, &s);

@@ -712,6 +712,12 @@ static void hydrator_work(replica *r) {
       pthread_mutex_unlock(&r->mutex);
       atomic_store(&r->img_phase, REPLICA_HYDRATE_FILLING);
       while (atomic_load(&r->readers_fetching) > 0 && !r->stop) rp_sleep_ms(YIELD_MS);
+      if (cursor.file == 0 && cursor.pos == 0) { /* a pass begins */
+        cache_image_stat is;
+        cache_image_stats(r->img, &is);
+        pass_held = is.held;
+        pass_found = 0;
+      }
       size_t nrun = collect_runs(r, target, &cursor, runs);
       if (nrun > 0) {
         fill_batch *batch = NULL;
@@ -728,14 +734,13 @@ static void hydrator_work(replica *r) {
         ** the fill until the map changes, instead of fetching them forever. */
         cache_image_stat is;
         cache_image_stats(r->img, &is);
-        if (is.held == pass_held) {
+        if (is.held <= pass_held) {
           stuck = 1;
-          rp_log(REPLICA_LOG_WARN, "%s: the local image cannot take some pages (their frames "
-                 "do not decode); reads of them go to the store", r->url);
+          rp_log(REPLICA_LOG_WARN, "%s: the local image took none of the pages a whole pass "
+                 "fetched (frames that do not decode?); the fill stops until new files arrive, "
+                 "reads of those pages go to the store", r->url);
         }
-        pass_held = is.held;
         cursor = (fill_cursor){0, 0};
-        pass_found = 0;
       }
       replica_view_release(target);
       pthread_mutex_lock(&r->mutex);

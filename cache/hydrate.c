@@ -505,8 +505,10 @@ static void write_batch(replica *r, fill_batch *b) {
       ltx_error derr = {0};
       if (!cache_image_wants(r->img, e[j].pgno, &f->meta)) continue; /* bridged over */
       if (ltx_frame_decode(b->runs[i].buf + (e[j].offset - b->rr[i].off), e[j].size, e[j].pgno,
-                           f->page_size, page, &derr) != LTX_OK)
+                           f->page_size, page, &derr) != LTX_OK) {
+        atomic_fetch_add(&r->fill_decode_failures, 1);
         break; /* a reader of that page will see the error */
+      }
       rc = cache_image_put(r->img, e[j].pgno, &f->meta, page, &err);
     }
   }
@@ -610,7 +612,7 @@ static void hydrator_work(replica *r) {
   fill_writer writer = {.r = r};
   fill_cursor cursor = {0, 0};
   int pass_found = 0;        /* the fill's pass from page 1 found pages to fetch */
-  uint64_t pass_held = 0;    /* pages held when that pass began */
+  unsigned pass_fails = 0;   /* frames that failed to decode when that pass began */
   int stuck = 0;             /* a pass fetched pages but the image took none */
   int fits = -1;             /* the map fits the budget (-1: not checked yet) */
   int failures = 0;
@@ -713,9 +715,7 @@ static void hydrator_work(replica *r) {
       atomic_store(&r->img_phase, REPLICA_HYDRATE_FILLING);
       while (atomic_load(&r->readers_fetching) > 0 && !r->stop) rp_sleep_ms(YIELD_MS);
       if (cursor.file == 0 && cursor.pos == 0) { /* a pass begins */
-        cache_image_stat is;
-        cache_image_stats(r->img, &is);
-        pass_held = is.held;
+        pass_fails = atomic_load(&r->fill_decode_failures);
         pass_found = 0;
       }
       size_t nrun = collect_runs(r, target, &cursor, runs);
@@ -728,17 +728,14 @@ static void hydrator_work(replica *r) {
       if (cursor.file >= target->nfiles) writer_drain(&writer); /* the pass is written */
       if (cursor.file >= target->nfiles && pass_found) {
         /* a pass that fetched something: one more to find what it missed
-        ** (pages a failed decode or a racing change left out); a pass that
-        ** finds nothing means the image holds the whole map. One whose
-        ** fetches the image did not take (frames that do not decode) stops
-        ** the fill until the map changes, instead of fetching them forever. */
-        cache_image_stat is;
-        cache_image_stats(r->img, &is);
-        if (is.held <= pass_held) {
+        ** (pages a racing change left out); a pass that finds nothing means
+        ** the image holds the whole map. Frames that did not decode would
+        ** be fetched again by every pass: the fill stops until the map
+        ** changes (reads of those pages go to the store and say why). */
+        if (atomic_load(&r->fill_decode_failures) != pass_fails) {
           stuck = 1;
-          rp_log(REPLICA_LOG_WARN, "%s: the local image took none of the pages a whole pass "
-                 "fetched (frames that do not decode?); the fill stops until new files arrive, "
-                 "reads of those pages go to the store", r->url);
+          rp_log(REPLICA_LOG_WARN, "%s: some frames of the replica do not decode; the local "
+                 "image leaves those pages out (reads of them go to the store)", r->url);
         }
         cursor = (fill_cursor){0, 0};
       }

@@ -132,6 +132,7 @@ struct replica {
   atomic_int readers_fetching;  /* reader fetches in flight: bulk fill yields */
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
+  atomic_uint fill_decode_failures; /* frames the fill could not decode */
 
   store_counters io;            /* requests and bytes, counted by the store */
   atomic_uint_fast64_t polls, poll_errors, coalesced;

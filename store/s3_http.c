@@ -734,6 +734,13 @@ int s3_run_requests(s3_store *p, s3_req *reqs, size_t n_reqs, ltx_error *err) {
           ltx_error_set(&r->err, STORE_ERR_NETWORK,
                         "%s: deadline of %ld ms reached before the request could start", r->what,
                         p->cfg.timeout_ms);
+        } else {
+          /* a retry that fell due after the deadline (the loop woke late):
+          ** the same words as a retry refused for the deadline */
+          char why[sizeof(r->err.msg)];
+          memcpy(why, r->err.msg, sizeof(why));
+          ltx_error_set(&r->err, r->err.code, "%s (after %d attempt%s in %lld ms; deadline reached)",
+                        why, r->attempts, r->attempts == 1 ? "" : "s", (long long)(now - start_ms));
         }
         r->rc = r->err.code;
         r->state = REQ_DONE;

@@ -340,7 +340,14 @@ replica_view *rp_image_view(replica *r) {
     }
     rp_file_release(f);
   }
-  memcpy(r->seen, r->img_meta.seen, sizeof(r->seen));
+  /* The poller goes on listing after the file that ended at H, not after
+  ** what an earlier poller had listed: that may be ahead of H (files seen
+  ** but not applied to the image yet), and listing after it would skip the
+  ** files between, leave a gap and force a re-plan. */
+  memset(r->seen, 0, sizeof(r->seen));
+  if (r->img_meta.head.max_txid != 0 && r->img_meta.head.level >= 0 &&
+      r->img_meta.head.level <= STORE_MAX_LEVEL)
+    r->seen[r->img_meta.head.level] = r->img_meta.head;
   replica_view_ref(v);
   r->img_view = v;
   pthread_mutex_unlock(&r->mutex);

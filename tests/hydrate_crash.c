@@ -115,6 +115,10 @@ static int cmd_write(const char *dir, uint64_t t) {
   return 0;
 }
 
+static void log_stderr(int level, const char *msg) {
+  if (level >= REPLICA_LOG_INFO) fprintf(stderr, "log: %s\n", msg);
+}
+
 static int cmd_run(const char *url, const char *cache) {
   replica_config cfg = {.poll_ms = 20, .cache_bytes = 1u << 20, .open_timeout_ms = 10000,
                         .prefetch_max = 0, .cache_dir = cache, .hydrate = 1};
@@ -123,6 +127,7 @@ static int cmd_run(const char *url, const char *cache) {
   ltx_error err = {0};
   uint8_t page[65536];
   uint64_t s = (uint64_t)getpid() * 2654435761u + 7;
+  replica_set_log(log_stderr);
   if (replica_acquire(url, &cfg, &r, &err) != LTX_OK) return die("acquire", err.msg);
   if (replica_latest(r, &v, &err) != LTX_OK) return die("open", err.msg);
   printf("ready %016" PRIx64 "\n", replica_view_txid(v));
@@ -152,6 +157,7 @@ static int cmd_check(const char *url, const char *cache, int offline) {
   uint8_t page[PS], want[PS];
   FILE *img = NULL;
   int bad = 0;
+  replica_set_log(log_stderr);
   if (replica_acquire(url, &cfg, &r, &err) != LTX_OK) return die("acquire", err.msg);
   replica_stats(r, &s0);
   if (s0.image_dir[0] == '\0') return die("check", "no local image");

@@ -25,7 +25,7 @@ RANDOM=$seed
 echo "# seed $seed (HYDRATE_CRASH_SEED reproduces the kill times)"
 
 for round in $(seq 1 "$ROUNDS"); do
-  coproc RUN { exec "$DRIVER" run "file://$REP" "$CACHE" 2>&1; }
+  coproc RUN { exec "$DRIVER" run "file://$REP" "$CACHE" 2>"$WORK/run$round.log"; }
   pid=$RUN_PID
   exec {out_fd}<&"${RUN[0]}"
   line=""
@@ -55,6 +55,8 @@ for round in $(seq 1 "$ROUNDS"); do
   else
     notok "round $round: offline, opens from the image"
     diag <<<"$out"
+    echo "# what the killed reader logged:"
+    diag <"$WORK/run$round.log"
   fi
   mv "$REP.away" "$REP"
   if out=$("$DRIVER" check "file://$REP" "$CACHE" 2>&1); then

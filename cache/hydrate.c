@@ -140,8 +140,6 @@ static void meta_at(replica *r, const replica_view *v, const store_ltx_file *hea
   r->img_meta.timestamp_ms = v->timestamp_ms;
   if (head) r->img_meta.head = *head;
   r->img_meta.applying.level = -1;
-  atomic_store(&r->img_txid, v->txid);
-  atomic_store(&r->img_commit, v->commit);
 }
 
 /* The newest file of v (the one that ended at v's TXID), or NULL. */
@@ -233,10 +231,12 @@ static int apply_file(replica *r, rp_file *f, ltx_error *err) {
   r->img_meta.txid = f->meta.max_txid;
   r->img_meta.timestamp_ms = f->header_ts_ms;
   r->img_meta.head = f->meta;
-  atomic_store(&r->img_txid, f->meta.max_txid);
-  atomic_store(&r->img_commit, f->commit);
   rc = write_meta(r, err);
-  if (rc == LTX_OK) cache_image_unstage(r->img);
+  if (rc == LTX_OK) {
+    cache_image_unstage(r->img);
+    atomic_store(&r->img_txid, f->meta.max_txid);
+    atomic_store(&r->img_commit, f->commit);
+  }
 out:
   free(buf);
   return rc;
@@ -267,7 +267,12 @@ static int rebase(replica *r, replica_view *v, ltx_error *err) {
   if (rc == LTX_OK) rc = cache_image_sync(r->img, err);
   if (rc != LTX_OK) return rc;
   meta_at(r, v, head_of(v));
-  return write_meta(r, err);
+  rc = write_meta(r, err);
+  if (rc == LTX_OK) { /* the TXID the image is at, once the meta says so durably */
+    atomic_store(&r->img_txid, v->txid);
+    atomic_store(&r->img_commit, v->commit);
+  }
+  return rc;
 }
 
 /* ---- the warm open ---- */

@@ -130,6 +130,14 @@ static int cmd_run(const char *url, const char *cache) {
   replica_set_log(log_stderr);
   if (replica_acquire(url, &cfg, &r, &err) != LTX_OK) return die("acquire", err.msg);
   if (replica_latest(r, &v, &err) != LTX_OK) return die("open", err.msg);
+  /* "ready" once the image exists (has a map): a kill before that leaves
+  ** no image to open offline, which is not what this loop tests */
+  for (int i = 0; i < 6000; i++) {
+    replica_stat st;
+    replica_stats(r, &st);
+    if (st.image_txid != 0) break;
+    usleep(10000);
+  }
   printf("ready %016" PRIx64 "\n", replica_view_txid(v));
   fflush(stdout);
   replica_view_release(v);

@@ -358,8 +358,10 @@ replica_view *rp_image_view(replica *r) {
   pthread_mutex_unlock(&r->mutex);
   atomic_store(&r->img_txid, v->txid);
   atomic_store(&r->img_commit, v->commit);
+  cache_image_stat is;
+  cache_image_stats(r->img, &is);
   rp_log(REPLICA_LOG_INFO, "%s: opened from the local image at TXID %016" PRIx64 " (%" PRIu64
-         " of %u pages held)", r->url, v->txid, (uint64_t)0, v->commit);
+         " of %u pages held)", r->url, v->txid, is.held, v->commit);
   return v;
 nomem:
   rp_log(REPLICA_LOG_ERROR, "%s: out of memory building the view of the local image", r->url);

@@ -174,3 +174,70 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) 
   }
   return cache_root(uri, ctx, c, err);
 }
+
+/* ---- the primary VFS ("litestream-primary") ---- */
+
+int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_error *err) {
+  const char *v;
+  memset(c, 0, sizeof(*c));
+  c->sync_interval_ms = PRIMARY_DEFAULT_SYNC_INTERVAL_MS;
+  c->spool_max = PRIMARY_DEFAULT_SPOOL_MAX;
+  c->lease_ttl_ms = PRIMARY_DEFAULT_LEASE_TTL_MS;
+  c->close_timeout_ms = PRIMARY_DEFAULT_CLOSE_TIMEOUT_MS;
+  c->commit_timeout_ms = PRIMARY_DEFAULT_COMMIT_TIMEOUT_MS;
+
+  c->replica_url = param(uri, ctx, "replica", "LITESTREAM_REPLICA_URL");
+  if (c->replica_url == NULL)
+    return ltx_error_set(err, STORE_ERR_URL,
+                         "no replica URL: add replica=URL to the file: URI or set "
+                         "LITESTREAM_REPLICA_URL");
+  if ((v = param(uri, ctx, "sync_interval", "LITESTREAM_SYNC_INTERVAL")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 0 || ms > 3600000L)
+      return ltx_error_set(err, LTX_ERR_ARG,
+                           "sync_interval=%s: not an interval between 0 and 1 h (ms, or 1s)", v);
+    c->sync_interval_ms = ms;
+  }
+  if ((v = param(uri, ctx, "sync", "LTVFS_SYNC")) != NULL) {
+    if (!strcasecmp(v, "remote")) c->sync_remote = 1;
+    else if (strcasecmp(v, "local") != 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "sync=%s: 'remote' or 'local'", v);
+  }
+  if ((v = param(uri, ctx, "spool_max", "LTVFS_SPOOL_MAX")) != NULL) {
+    long long n = vfs_parse_size(v);
+    if (n <= 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "spool_max=%s: not a size (bytes, or 512M, 1G)", v);
+    c->spool_max = (uint64_t)n;
+  }
+  if ((v = param(uri, ctx, "spool", "LTVFS_SPOOL_DIR")) != NULL) c->spool_dir = v;
+  if ((v = param(uri, ctx, "bootstrap", "LTVFS_BOOTSTRAP")) != NULL) {
+    if (!strcasecmp(v, "restore")) c->bootstrap_restore = 1;
+    else if (strcasecmp(v, "none") != 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "bootstrap=%s: 'restore' or 'none'", v);
+  }
+  if ((v = param(uri, ctx, "lease_ttl", "LTVFS_LEASE_TTL")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 1000 || ms > 86400000L)
+      return ltx_error_set(err, LTX_ERR_ARG, "lease_ttl=%s: not a duration of 1 s to 1 day", v);
+    c->lease_ttl_ms = ms;
+  }
+  if ((v = param(uri, ctx, "lease_renew", "LTVFS_LEASE_RENEW")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 100 || ms >= c->lease_ttl_ms)
+      return ltx_error_set(err, LTX_ERR_ARG, "lease_renew=%s: not a duration under lease_ttl", v);
+    c->lease_renew_ms = ms;
+  }
+  if ((v = param(uri, ctx, "close_timeout", "LTVFS_CLOSE_TIMEOUT")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms < 0 || ms > 86400000L)
+      return ltx_error_set(err, LTX_ERR_ARG, "close_timeout=%s: not a duration (ms, or 10s)", v);
+    c->close_timeout_ms = ms ? ms : 1;
+  }
+  if ((v = param(uri, ctx, "commit_timeout", "LTVFS_COMMIT_TIMEOUT")) != NULL) {
+    long ms = vfs_parse_duration_ms(v);
+    if (ms <= 0 || ms > 86400000L)
+      return ltx_error_set(err, LTX_ERR_ARG, "commit_timeout=%s: not a duration (ms, or 30s)", v);
+    c->commit_timeout_ms = ms;
+  }
+  return LTX_OK;
+}

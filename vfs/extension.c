@@ -99,6 +99,7 @@ static int init_connection(sqlite3 *db, char **pzErrMsg) {
                                  NULL, sql_restore, NULL, NULL);
   if (rc == SQLITE_OK) rc = vfs_register_functions(db);
   if (rc == SQLITE_OK) rc = vfs_open_error(db, pzErrMsg);
+  if (rc == SQLITE_OK) rc = vfs_primary_open_error(db, pzErrMsg);
   return rc;
 }
 
@@ -119,6 +120,7 @@ int sqlite3_ltvfs_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines 
   int rc;
   api_set_once(pApi);
   rc = vfs_register_vfs();
+  if (rc == SQLITE_OK) rc = vfs_register_primary_vfs();
   if (rc == SQLITE_OK) rc = sqlite3_auto_extension((void (*)(void))vfs_auto_init);
   if (rc == SQLITE_OK) rc = init_connection(db, pzErrMsg);
   return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
@@ -135,6 +137,7 @@ int ltvfs_auto_register(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
   int rc;
   api_set_once(pApi);
   rc = vfs_register_vfs();
+  if (rc == SQLITE_OK) rc = vfs_register_primary_vfs();
   if (rc == SQLITE_OK) rc = init_connection(db, pzErrMsg);
   return rc;
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <sqlite3ext.h>
@@ -230,9 +231,65 @@ static void result_owned_text(sqlite3_context *ctx, char *z) {
   else sqlite3_result_text(ctx, z, -1, sqlite3_free);
 }
 
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ltvfs_stats() of a primary: JSON, as the replica's. */
+static char *fmt_primary_stats(primary *pr) {
+  primary_stats s;
+  char err[1100], when[LTX_TIME_CAP];
+  primary_get_stats(pr, &s);
+  json_escape(s.last_error, err, sizeof err);
+  ltx_time_format(s.lease_expires_ms, when, sizeof when);
+  return sqlite3_mprintf(
+      "{\"role\":\"primary\",\"txid\":\"%016llx\",\"txid_spooled\":\"%016llx\","
+      "\"spool_files\":%llu,\"spool_bytes\":%llu,\"upload_lag_ms\":%lld,\"uploads\":%llu,"
+      "\"upload_failures\":%llu,\"captures\":%llu,\"snapshots\":%llu,\"uploader\":%s,"
+      "\"lease_held\":%s,\"lease_owner\":\"%s\",\"lease_expires\":\"%s\",\"last_error\":%s%s%s}",
+      (unsigned long long)s.txid_uploaded, (unsigned long long)s.txid_spooled,
+      (unsigned long long)s.spool_files, (unsigned long long)s.spool_bytes,
+      (long long)(s.oldest_pending_ms ? now_ms() - s.oldest_pending_ms : 0),
+      (unsigned long long)s.uploads, (unsigned long long)s.upload_failures,
+      (unsigned long long)s.captures, (unsigned long long)s.snapshots, s.uploader ? "true" : "false",
+      s.lease_held ? "true" : "false", s.lease_owner, s.lease_expires_ms ? when : "",
+      s.last_error[0] ? "\"" : "null", s.last_error[0] ? err : "", s.last_error[0] ? "\"" : "");
+}
+
+/* The litestream functions on a connection whose database is a primary
+** (litestream-primary): 1 when name was answered. */
+static int primary_call(sqlite3_context *ctx, int argc, sqlite3_value **argv, const char *name) {
+  const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
+  const char *open_err = NULL;
+  primary *pr = vfs_primary_of(sqlite3_context_db_handle(ctx), schema, &open_err);
+  if (pr == NULL && open_err == NULL) return 0;
+  if (pr == NULL) {
+    char *m = sqlite3_mprintf("%s: %s", name, open_err);
+    sqlite3_result_error(ctx, m ? m : name, -1);
+    sqlite3_free(m);
+    return 1;
+  }
+  if (strcmp(name, "litestream_txid") == 0) {
+    result_owned_text(ctx, fmt_txid(primary_txid(pr)));
+  } else if (strcmp(name, "ltvfs_stats") == 0) {
+    result_owned_text(ctx, fmt_primary_stats(pr));
+  } else {
+    char *m = sqlite3_mprintf("%s: not available on a litestream-primary database", name);
+    sqlite3_result_error(ctx, m ? m : name, -1);
+    sqlite3_free(m);
+  }
+  return 1;
+}
+
 static void fn_pragma_like(sqlite3_context *ctx, int argc, sqlite3_value **argv, const char *name) {
-  lt_file *p = call_file(ctx, argc, argv, 0, name);
+  lt_file *p;
   char *az[3] = {NULL, (char *)name, NULL};
+  if (file_of(sqlite3_context_db_handle(ctx), argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL) == NULL &&
+      primary_call(ctx, argc, argv, name))
+    return;
+  p = call_file(ctx, argc, argv, 0, name);
   if (p == NULL) return;
   int rc = vfs_file_pragma(p, az);
   if (rc != SQLITE_OK) {
@@ -260,8 +317,10 @@ static void fn_last_error(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
   lt_file *p = file_of(sqlite3_context_db_handle(ctx), schema);
   char *az[3] = {NULL, (char *)"ltvfs_last_error", NULL};
-  if (p == NULL) { /* no replica here: no replica error either */
-    sqlite3_result_null(ctx);
+  if (p == NULL) { /* no replica here: a primary's error, or none */
+    const char *e = vfs_primary_last_error(sqlite3_context_db_handle(ctx));
+    if (e && *e) sqlite3_result_text(ctx, e, -1, SQLITE_TRANSIENT);
+    else sqlite3_result_null(ctx);
     return;
   }
   vfs_file_pragma(p, az);

@@ -11,6 +11,7 @@
 #define LTVFS_VFS_H
 
 #include "cache/cache.h"
+#include "primary/primary.h"
 #include "ltvfs.h"
 
 struct sqlite3;
@@ -33,6 +34,11 @@ typedef const char *(*vfs_param_fn)(void *ctx, const char *key);
 ** value when one is malformed. Strings point into what uri and getenv
 ** returned. */
 int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err);
+/* The primary VFS's settings (URI parameter, then environment, then
+** default): replica=, sync_interval=, sync=remote, spool_max=, spool=,
+** bootstrap=restore, lease_ttl=, lease_renew=, close_timeout=,
+** commit_timeout=. Strings point into what uri and getenv returned. */
+int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_error *err);
 /* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
 long vfs_parse_duration_ms(const char *z);
 /* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes; -1
@@ -42,6 +48,16 @@ long long vfs_parse_size(const char *z);
 /* readvfs.c: registers the replica VFS "litestream" once per process
 ** (wrapping the default VFS); SQLITE_OK or an SQLite code. */
 int vfs_register_vfs(void);
+/* primaryvfs.c: registers the write-side VFS "litestream-primary" once per
+** process (wrapping the default VFS). */
+int vfs_register_primary_vfs(void);
+/* primaryvfs.c: when the main database of db (schema) is a primary file,
+** its primary (else NULL); its open error in *open_err when that failed. */
+primary *vfs_primary_of(struct sqlite3 *db, const char *schema, const char **open_err);
+/* primaryvfs.c: as vfs_open_error, for a primary whose open failed. */
+int vfs_primary_open_error(struct sqlite3 *db, char **pzErrMsg);
+/* primaryvfs.c: the last error of db's primary main file ("" or NULL: none). */
+const char *vfs_primary_last_error(struct sqlite3 *db);
 /* functions.c: the litestream_* and ltvfs_* SQL functions on db. */
 int vfs_register_functions(struct sqlite3 *db);
 /* functions.c: when db's main database is a litestream file whose open failed,

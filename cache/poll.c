@@ -386,6 +386,7 @@ void *rp_poller_main(void *arg) {
     }
     poll_report(r, rc, &err, failures, interval);
     pthread_mutex_lock(&r->mutex);
+    pthread_cond_broadcast(&r->cond); /* a warm open waits for the first poll */
   }
   pthread_mutex_unlock(&r->mutex);
   rp_thread_exit(r);

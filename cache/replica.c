@@ -148,15 +148,28 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   ** cached. With the store down the replica serves what the image holds. */
   v = rp_image_view(r);
   if (v != NULL) {
+    uint64_t polls = atomic_load(&r->polls);
+    int64_t until = rp_mono_ms() + (r->cfg.open_timeout_ms < WARM_CATCHUP_MS ? r->cfg.open_timeout_ms
+                                                                            : WARM_CATCHUP_MS);
     pthread_mutex_lock(&r->mutex);
     replica_view_ref(v);
     rp_publish(r, v);
     atomic_store(&r->last_poll_ok_ms, rp_wall_ms());
     r->poll_now = 1;
-    *out = v;
-    v = NULL;
     start_poller(r);
+    /* The first query sees what the replica holds now, not what the image
+    ** held when the last process closed: the open waits for the poller's
+    ** first listing (only what is new, after the image's TXID), for a
+    ** short while; with the store down it serves the image's TXID. */
+    while (atomic_load(&r->polls) == polls && !r->stop && rp_mono_ms() < until) {
+      struct timespec ts = rp_realtime_in(20);
+      pthread_cond_timedwait(&r->cond, &r->mutex, &ts);
+    }
+    replica_view_ref(r->latest);
+    *out = r->latest;
     pthread_mutex_unlock(&r->mutex);
+    replica_view_release(v);
+    v = NULL;
     rp_hydrator_start(r);
     goto out;
   }

@@ -30,6 +30,7 @@
 #define RUN_MAX_BYTES (8u << 20)    /* bytes fetched by one request */
 #define RUN_MAX_BRIDGE 32u          /* unneeded frames a run may carry along */
 #define POLL_BACKOFF_MAX_MS 30000
+#define WARM_CATCHUP_MS 3000        /* a warm open waits this long at most for the store */
 #define FULL_LIST_EVERY 10          /* polls between listings of levels 1..9 */
 #define POLL_WARN_EVERY_MS 30000    /* a failure that persists is logged this often */
 #define CLOSE_WAIT_MS 1000          /* replica_release waits this long for a poll */

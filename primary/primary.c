@@ -318,7 +318,9 @@ static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
     pthread_mutex_lock(&p->mu);
     p->snapshots++;
     pthread_mutex_unlock(&p->mu);
-    plog(REPLICA_LOG_INFO, "%s: snapshot at TXID %016" PRIx64 " (%u pages, %" PRIu64 " bytes): %s",
+    /* The first TXID is a snapshot by nature; any later one means something
+    ** happened that the user should hear about. */
+    plog(txid == 1 ? REPLICA_LOG_INFO : REPLICA_LOG_WARN, "%s: snapshot at TXID %016" PRIx64 " (%u pages, %" PRIu64 " bytes): %s",
          p->db_path, txid, db_pages, size, why);
     goto out;
   }

@@ -24,6 +24,11 @@
 **                          committed: its pages are captured before the
 **                          next writer can get in
 **   main, xLock(RESERVED) outside WAL mode  writes allowed?
+** A rollback-mode transaction that spilled pages into the database file and
+** then rolled back is captured too, as what the file holds after the
+** rollback: SQLite restores the pages it journaled but not the free pages
+** it reused, so that TXID changes free pages only, and the replica stays
+** equal to the database page for page.
 **   xShmLock unlock of the WAL write lock   sync=remote: wait for the upload
 **                          (after the lock is released, so commits of other
 **                          connections share the upload: group commit)

@@ -148,6 +148,15 @@ static uint32_t db_header_page_size(int db_fd) {
   return ps == 1 ? 65536 : ps;
 }
 
+/* The database size the header states (bytes 28-31), 0 when it is not
+** valid (bytes 92-95 differ from the change counter at 24-27). */
+static uint32_t db_header_pages(int db_fd) {
+  uint8_t h[96];
+  if (pread(db_fd, h, sizeof h, 0) != (ssize_t)sizeof h) return 0;
+  if (memcmp(h + 24, h + 92, 4) != 0) return 0;
+  return ((uint32_t)h[28] << 24) | ((uint32_t)h[29] << 16) | ((uint32_t)h[30] << 8) | h[31];
+}
+
 static int cmp_page_src(const void *a, const void *b) {
   const page_src *x = a, *y = b;
   if (x->pgno != y->pgno) return x->pgno < y->pgno ? -1 : 1;
@@ -379,15 +388,39 @@ out:
   return rc;
 }
 
+/* Whether SQLite may still have to roll back a hot journal: then the
+** database file holds a transaction that never committed. */
+static int hot_journal_possible(primary *p) {
+  char path[4200];
+  uint8_t magic[8] = {0};
+  int fd, hot = 0;
+  snprintf(path, sizeof path, "%s-journal", p->db_path);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  if (pread(fd, magic, sizeof magic, 0) == (ssize_t)sizeof magic) {
+    static const uint8_t zero[8];
+    hot = memcmp(magic, zero, sizeof zero) != 0; /* PERSIST zeroes a finished one */
+  }
+  close(fd);
+  return hot;
+}
+
 /* Everything committed and not captured yet, with the start-up and
-** per-transaction checks for changes made outside the VFS. */
-static int capture_locked(primary *p, spool_state *s, ltx_error *err) {
+** per-transaction checks for changes made outside the VFS.
+**
+** held: the caller holds an SQLite lock on the database (SHARED or more,
+** through a hook), so no rollback-mode transaction is half written into
+** the file. Without it (the background thread, the open) the checks that
+** read the database file as a whole are left to the next hook: in rollback
+** mode the file is consistent only under SQLite's lock. WAL mode needs no
+** lock: the database file only ever receives committed frames. */
+static int capture_locked(primary *p, spool_state *s, int held, ltx_error *err) {
   capture_ctx c = {p, s, -1, {0}, 0};
   db_fingerprint fp;
   int rc = open_wal(&c, err);
   if (rc != LTX_OK) goto out;
   pthread_mutex_lock(&p->mu);
-  if (p->need_snapshot) {
+  if (p->need_snapshot && held) {
     p->need_snapshot = 0;
     pthread_mutex_unlock(&p->mu);
     rc = capture_snapshot(&c, "the database was changed outside the VFS", err);
@@ -395,25 +428,41 @@ static int capture_locked(primary *p, spool_state *s, ltx_error *err) {
   }
   pthread_mutex_unlock(&p->mu);
   if (s->txid_spooled == 0) {
-    rc = capture_snapshot(&c, "the replica's first TXID", err);
+    if (held || c.have_wal || !hot_journal_possible(p))
+      rc = capture_snapshot(&c, "the replica's first TXID", err);
     goto out;
   }
   if (s->wal.salt1 == 0 && s->wal.salt2 == 0) {
     /* No WAL was being captured: the database must be as last captured. */
+    if (!held || hot_journal_possible(p)) goto out;
     rc = db_fingerprint_read(p->db_fd, &fp, err);
     if (rc != LTX_OK) goto out;
     if (!db_fingerprint_equal(&fp, &s->fp)) {
-      rc = capture_snapshot(&c, "the database was changed outside the VFS", err);
+      char why[300];
+      snprintf(why, sizeof why,
+               "the database was changed outside the VFS (file size %" PRIu64 " -> %" PRIu64
+               ", change counter %u -> %u, mtime %+" PRId64 " ns, inode %s)",
+               s->fp.size, fp.size, s->fp.change_counter, fp.change_counter,
+               fp.mtime_ns - s->fp.mtime_ns, fp.ino == s->fp.ino ? "same" : "replaced");
+      rc = capture_snapshot(&c, why, err);
       goto out;
     }
     if (!c.have_wal) goto out;
-    /* A WAL begun outside the VFS (or before a crash): its frames are on top
-    ** of the database as captured, so they are taken from its start. */
+    /* A WAL begun outside the VFS: its frames are on top of the database
+    ** as captured, so they are taken from its start. */
     s->wal.salt1 = c.wh.salt1;
     s->wal.salt2 = c.wh.salt2;
     s->wal.frame = 0;
   }
   if (!c.have_wal) {
+    if (s->wal.frame == 0) {
+      /* Sealed for a generation SQLite had not begun writing (a crash
+      ** between the seal and the header): nothing of it to lose, as long as
+      ** the database is as the seal left it. */
+      rc = db_fingerprint_read(p->db_fd, &fp, err);
+      if (rc != LTX_OK || db_fingerprint_equal(&fp, &s->fp)) goto out;
+    }
+    if (!held) goto out;
     rc = capture_snapshot(&c, "the WAL being captured is gone (checkpointed and removed outside "
                               "the VFS)", err);
     goto out;
@@ -421,9 +470,6 @@ static int capture_locked(primary *p, spool_state *s, ltx_error *err) {
   if (c.wh.salt1 != s->wal.salt1 || c.wh.salt2 != s->wal.salt2) {
     if (c.wh.salt1 == s->wal_prev.salt1 && c.wh.salt2 == s->wal_prev.salt2) {
       s->wal = s->wal_prev; /* sealed for a restart that did not happen (a crash) */
-    } else if (s->wal.frame == 0 && c.wh.salt1 == s->wal.salt1 + 1 && s->wal_prev.salt1 == 0) {
-      s->wal.salt1 = c.wh.salt1; /* sealed as empty (truncated): SQLite's next salt */
-      s->wal.salt2 = c.wh.salt2;
     } else {
       rc = capture_snapshot(&c, "the WAL was restarted outside the VFS", err);
       goto out;
@@ -446,7 +492,7 @@ static int load_state(primary *p, spool_state *s, ltx_error *err) {
   return rc;
 }
 
-static int capture(primary *p, ltx_error *err) {
+static int capture(primary *p, int held, ltx_error *err) {
   spool_state s;
   int rc;
   pthread_mutex_lock(&p->mu);
@@ -455,7 +501,7 @@ static int capture(primary *p, ltx_error *err) {
   pthread_mutex_unlock(&p->mu);
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
-  if (rc == LTX_OK) rc = capture_locked(p, &s, err);
+  if (rc == LTX_OK) rc = capture_locked(p, &s, held, err);
   spool_unlock(p->sp);
   return rc;
 }
@@ -476,7 +522,7 @@ int primary_wal_will_reset(primary *p, const uint8_t *new_header, ltx_error *err
   int rc;
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
-  if (rc == LTX_OK) rc = capture_locked(p, &s, err);
+  if (rc == LTX_OK) rc = capture_locked(p, &s, 1, err);
   if (rc == LTX_OK) {
     /* Sealed: every commit of this WAL is captured. The state names the
     ** generation that follows before SQLite starts writing it. */
@@ -487,9 +533,10 @@ int primary_wal_will_reset(primary *p, const uint8_t *new_header, ltx_error *err
                     ((uint32_t)new_header[18] << 8) | new_header[19];
       s.wal.salt2 = ((uint32_t)new_header[20] << 24) | ((uint32_t)new_header[21] << 16) |
                     ((uint32_t)new_header[22] << 8) | new_header[23];
-    } else {
-      rc = db_fingerprint_read(p->db_fd, &s.fp, err);
     }
+    /* The database as the seal leaves it (checkpointed): what an empty or
+    ** missing WAL is checked against. */
+    rc = db_fingerprint_read(p->db_fd, &s.fp, err);
     if (rc == LTX_OK) rc = spool_write_state(p->sp, &s, err);
   }
   spool_unlock(p->sp);
@@ -527,7 +574,10 @@ int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_
     rc = ltx_error_set(err, PRIMARY_ERR_IO, "%s: cannot read the database header", p->db_path);
     goto out;
   }
-  db_pages = (uint32_t)(sb.st_size / ps);
+  /* The commit's size is the header's (offsets 28 and 92 == 24: valid):
+  ** SQLite truncates a shrunk file only after the journal is finalised. */
+  db_pages = db_header_pages(p->db_fd);
+  if (db_pages == 0) db_pages = (uint32_t)(sb.st_size / ps);
   pages = malloc((n ? n : 1) * sizeof *pages);
   if (pages == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
@@ -552,6 +602,19 @@ out:
   return rc;
 }
 
+int primary_rollback_settled(primary *p, ltx_error *err) {
+  spool_state s;
+  int rc;
+  spool_lock(p->sp);
+  rc = load_state(p, &s, err);
+  if (rc == LTX_OK && s.txid_spooled > 0 && s.wal.salt1 == 0 && s.wal.salt2 == 0) {
+    rc = db_fingerprint_read(p->db_fd, &s.fp, err);
+    if (rc == LTX_OK) rc = spool_write_state(p->sp, &s, err);
+  }
+  spool_unlock(p->sp);
+  return rc;
+}
+
 int primary_write_allowed(primary *p, int rollback_mode, ltx_error *err) {
   int rc = LTX_OK;
   pthread_mutex_lock(&p->mu);
@@ -569,23 +632,15 @@ int primary_write_allowed(primary *p, int rollback_mode, ltx_error *err) {
   }
   pthread_mutex_unlock(&p->mu);
   if (rc == LTX_OK && rollback_mode) {
-    /* Rollback mode has no WAL to compare against: the database must be as
-    ** the last capture left it, or the next capture is a snapshot. */
-    spool_state s;
-    db_fingerprint fp;
+    /* Under SQLite's RESERVED lock the file is whole: the check for changes
+    ** made outside the VFS (a snapshot now, before this transaction). */
     ltx_error e2;
-    spool_lock(p->sp);
-    if (spool_read_state(p->sp, &s, &e2) == LTX_OK && s.wal.salt1 == 0 && s.wal.salt2 == 0 &&
-        s.txid_spooled > 0 && access(p->wal_path, F_OK) != 0 &&
-        db_fingerprint_read(p->db_fd, &fp, &e2) == LTX_OK && !db_fingerprint_equal(&fp, &s.fp)) {
-      pthread_mutex_lock(&p->mu);
-      p->need_snapshot = 1;
-      pthread_mutex_unlock(&p->mu);
-    }
-    spool_unlock(p->sp);
+    if (capture(p, 1, &e2) != LTX_OK) set_last_error(p, &e2);
   }
   return rc;
 }
+
+int primary_check(primary *p, ltx_error *err) { return capture(p, 1, err); }
 
 /* ---- upload ---- */
 
@@ -789,7 +844,7 @@ static void *primary_thread(void *arg) {
         pthread_mutex_lock(&p->mu);
         p->flush_now = 0;
         pthread_mutex_unlock(&p->mu);
-        rc = capture(p, &err);
+        rc = capture(p, 0, &err);
         if (rc != LTX_OK) {
           plog(REPLICA_LOG_WARN, "%s: capture: %s", p->db_path, err.msg);
           set_last_error(p, &err);
@@ -851,7 +906,7 @@ static int wait_uploaded(primary *p, uint64_t target, long timeout_ms, ltx_error
 }
 
 int primary_sync(primary *p, long timeout_ms, ltx_error *err) {
-  int rc = capture(p, err);
+  int rc = capture(p, 0, err);
   uint64_t target;
   if (rc != LTX_OK) return rc;
   pthread_mutex_lock(&p->mu);
@@ -1105,7 +1160,7 @@ int primary_acquire(const primary_config *cfg, primary **out, ltx_error *err) {
     /* Commits a crash left uncaptured, and changes made outside the VFS,
     ** are taken now, before SQLite writes anything new. */
     ltx_error cerr;
-    if (capture(p, &cerr) != LTX_OK) {
+    if (capture(p, 0, &cerr) != LTX_OK) {
       plog(REPLICA_LOG_WARN, "%s: capture at open: %s (retried in the background)", p->db_path,
            cerr.msg);
       set_last_error(p, &cerr);

@@ -71,9 +71,17 @@ int primary_wal_will_reset(primary *p, const uint8_t *new_header, ltx_error *err
 ** committed (its journal finalised or its lock dropped): captured at once,
 ** durably, before SQLite lets another writer in. */
 int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_error *err);
+/* The rollback-mode transaction captured under this lock is finished
+** (SQLite truncated the file after its journal, if it shrank): the state
+** records the file as it is now, before the lock drops. */
+int primary_rollback_settled(primary *p, ltx_error *err);
 /* Before a write transaction: PRIMARY_ERR_LEASE (lost or held elsewhere) or
 ** PRIMARY_ERR_SPOOL_FULL stop it with a message. */
 int primary_write_allowed(primary *p, int rollback_mode, ltx_error *err);
+/* The connection took its first SHARED lock: the start-up check for
+** changes made outside the VFS (a snapshot when the database is not as
+** last captured), now that the file is consistent. */
+int primary_check(primary *p, ltx_error *err);
 /* After a commit with sync=remote: waits until its file is uploaded. */
 int primary_commit_wait(primary *p, ltx_error *err);
 

@@ -69,6 +69,8 @@ struct pv_file {
   int wal_open;              /* a WAL of it is open: WAL mode */
   int lock;
   int txn_checked;           /* WAL mode: this transaction's writes were allowed */
+  int checked;               /* the start-up check ran at the first SHARED lock */
+  int captured;              /* rollback mode: a commit was captured under this lock */
   int commit_pending;        /* a commit frame was written, not yet waited for */
   uint32_t *dirty;           /* rollback mode: pages written in this transaction */
   size_t n_dirty, cap_dirty;
@@ -102,6 +104,7 @@ static void capture_rollback(pv_file *m) {
   if (primary_rollback_committed(m->prim, m->dirty, m->n_dirty, &err) != LTX_OK)
     fail(m, SQLITE_IOERR, &err); /* committed locally: the next capture is a snapshot */
   m->n_dirty = 0;
+  m->captured = 1;
   if (m->sync_remote) m->commit_pending = 1;
 }
 
@@ -218,6 +221,11 @@ static int pv_lock(sqlite3_file *pf, int level) {
   }
   rc = p->real->pMethods->xLock(p->real, level);
   if (rc == SQLITE_OK) p->lock = level;
+  if (rc == SQLITE_OK && p->kind == PV_MAIN && p->prim && level == SQLITE_LOCK_SHARED && !p->checked) {
+    ltx_error err = {0};
+    p->checked = 1;
+    if (primary_check(p->prim, &err) != LTX_OK) fail(p, SQLITE_IOERR, &err);
+  }
   return rc;
 }
 
@@ -225,7 +233,14 @@ static int pv_unlock(sqlite3_file *pf, int level) {
   pv_file *p = (pv_file *)pf;
   int rc;
   if (!p->real_open) return p->open_rc;
-  if (p->kind == PV_MAIN && level <= SQLITE_LOCK_SHARED) capture_rollback(p);
+  if (p->kind == PV_MAIN && level <= SQLITE_LOCK_SHARED) {
+    capture_rollback(p);
+    if (p->captured && p->prim) {
+      ltx_error err = {0};
+      p->captured = 0;
+      if (primary_rollback_settled(p->prim, &err) != LTX_OK) fail(p, SQLITE_IOERR, &err);
+    }
+  }
   rc = p->real->pMethods->xUnlock(p->real, level);
   if (rc == SQLITE_OK) p->lock = level;
   if (p->kind == PV_MAIN && level <= SQLITE_LOCK_SHARED) wait_remote(p);

@@ -1,0 +1,64 @@
+#!/usr/bin/python3
+# tests/primary_writer.py: an application writing through litestream-primary,
+# for the crash loop (tests/primary_crash.sh) and the several-writers test.
+# Python's sqlite3 module is the application: it loads libltvfs, opens the
+# database with vfs=litestream-primary, and commits small transactions in a
+# loop, each inserting a run of ids; after each COMMIT returns it appends
+# "first count" to the acknowledgement log (flushed), so a test that kills
+# it knows which commits it saw succeed.
+#
+#   primary_writer.py LIB DB URL ACKLOG [--mode wal|delete] [--params P]
+#                     [--commits N] [--id-base B] [--checkpoint-every K]
+# Ids are B*1e9 + a counter, so several writers never collide. Every K
+# commits: PRAGMA wal_checkpoint(TRUNCATE) (WAL mode), which makes the VFS
+# seal the WAL it was capturing. With --commits the writer stops after N
+# commits and closes cleanly (the close uploads what is pending).
+import argparse
+import random
+import sqlite3
+import sys
+
+ap = argparse.ArgumentParser()
+ap.add_argument("lib")
+ap.add_argument("db")
+ap.add_argument("url")
+ap.add_argument("acklog")
+ap.add_argument("--mode", default="wal")
+ap.add_argument("--params", default="")
+ap.add_argument("--commits", type=int, default=0)
+ap.add_argument("--id-base", type=int, default=0)
+ap.add_argument("--checkpoint-every", type=int, default=40)
+ap.add_argument("--synchronous", default="FULL")
+a = ap.parse_args()
+
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(a.lib)  # registers the VFS for every later connection
+
+uri = "file:%s?vfs=litestream-primary&replica=%s%s" % (a.db, a.url, a.params)
+con = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+con.execute("PRAGMA synchronous=%s" % a.synchronous)
+con.execute("PRAGMA journal_mode=%s" % a.mode).fetchone()
+con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+lo, hi = a.id_base * 10**9, (a.id_base + 1) * 10**9
+row = con.execute("SELECT max(id) FROM t WHERE id >= ? AND id < ?", (lo, hi)).fetchone()
+next_id = (row[0] + 1) if row[0] is not None else lo + 1
+ack = open(a.acklog, "a")
+done = 0
+while a.commits == 0 or done < a.commits:
+    n = random.randint(1, 5)
+    con.execute("BEGIN IMMEDIATE")
+    for k in range(n):
+        con.execute("INSERT INTO t VALUES(?, randomblob(?))", (next_id + k, random.randint(10, 3000)))
+    if next_id - lo > 20 and random.random() < 0.3:
+        con.execute("UPDATE t SET v = randomblob(?) WHERE id = ?",
+                    (random.randint(10, 2000), random.randint(lo + 1, next_id - 1)))
+    con.execute("COMMIT")
+    ack.write("%d %d\n" % (next_id, n))
+    ack.flush()
+    next_id += n
+    done += 1
+    if a.mode == "wal" and a.checkpoint_every and done % a.checkpoint_every == 0:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+con.close()
+sys.exit(0)

@@ -56,6 +56,7 @@
 #define TICK_MS 100
 #define BACKOFF_MAX_MS 5000
 #define SNAPSHOT_ATTEMPTS 5
+#define SPOOL_FULL_WAIT_MS 1000 /* a write waits this long for a full spool to drain */
 
 struct primary {
   primary *next;           /* the process's registry (g_mu) */
@@ -624,6 +625,17 @@ int primary_write_allowed(primary *p, int rollback_mode, ltx_error *err) {
                        "replica does not fork. Reopen to take the lease again", p->db_path,
                        p->last_error);
   } else if (p->spool_bytes >= p->cfg.spool_max) {
+    /* Full: give the uploader a moment (a store that just came back drains
+    ** a full spool in well under a second) before failing the write. */
+    int64_t until = mono_ms() + SPOOL_FULL_WAIT_MS;
+    while (p->spool_bytes >= p->cfg.spool_max && !p->lease_lost && mono_ms() < until) {
+      struct timespec ts;
+      pthread_cond_broadcast(&p->wake);
+      abs_deadline(&ts, 20);
+      pthread_cond_timedwait(&p->progress, &p->mu, &ts);
+    }
+  }
+  if (rc == LTX_OK && p->spool_bytes >= p->cfg.spool_max) {
     rc = ltx_error_set(err, PRIMARY_ERR_SPOOL_FULL,
                        "%s: %" PRIu64 " bytes of commits wait in the spool for upload "
                        "(spool_max %" PRIu64 "); writes resume when the replica's store takes "

@@ -13,10 +13,17 @@
 # commits: PRAGMA wal_checkpoint(TRUNCATE) (WAL mode), which makes the VFS
 # seal the WAL it was capturing. With --commits the writer stops after N
 # commits and closes cleanly (the close uploads what is pending).
+# --interval S sleeps between commits; --hold S keeps the database open S
+# seconds before the close; --stop-on-error: a failing commit prints
+# "error: MESSAGE", then "read ok N" if the database still answers a query,
+# and the writer exits 3 (the lease and outage tests); --retry-full S retries
+# a commit that fails with SQLITE_FULL (a full spool) for up to S seconds. Prints "opened" once
+# the database is open for writing.
 import argparse
 import random
 import sqlite3
 import sys
+import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("lib")
@@ -29,6 +36,10 @@ ap.add_argument("--commits", type=int, default=0)
 ap.add_argument("--id-base", type=int, default=0)
 ap.add_argument("--checkpoint-every", type=int, default=40)
 ap.add_argument("--synchronous", default="FULL")
+ap.add_argument("--interval", type=float, default=0)
+ap.add_argument("--hold", type=float, default=0)
+ap.add_argument("--stop-on-error", action="store_true")
+ap.add_argument("--retry-full", type=float, default=0)
 a = ap.parse_args()
 
 boot = sqlite3.connect(":memory:")
@@ -44,9 +55,12 @@ lo, hi = a.id_base * 10**9, (a.id_base + 1) * 10**9
 row = con.execute("SELECT max(id) FROM t WHERE id >= ? AND id < ?", (lo, hi)).fetchone()
 next_id = (row[0] + 1) if row[0] is not None else lo + 1
 ack = open(a.acklog, "a")
+print("opened", flush=True)
+start = time.time()
 done = 0
-while a.commits == 0 or done < a.commits:
-    n = random.randint(1, 5)
+
+
+def commit(n):
     con.execute("BEGIN IMMEDIATE")
     for k in range(n):
         con.execute("INSERT INTO t VALUES(?, randomblob(?))", (next_id + k, random.randint(10, 3000)))
@@ -54,11 +68,37 @@ while a.commits == 0 or done < a.commits:
         con.execute("UPDATE t SET v = randomblob(?) WHERE id = ?",
                     (random.randint(10, 2000), random.randint(lo + 1, next_id - 1)))
     con.execute("COMMIT")
+
+
+while a.commits == 0 or done < a.commits:
+    n = random.randint(1, 5)
+    try:
+        commit(n)
+    except sqlite3.Error as e:
+        if a.retry_full and "full" in str(e) and time.time() < start + a.retry_full:
+            con.execute("ROLLBACK") if con.in_transaction else None
+            time.sleep(0.1)  # an application waiting for the spool to drain
+            continue
+        if not a.stop_on_error:
+            raise
+        detail = con.execute("SELECT ltvfs_last_error()").fetchone()[0]
+        print("error: %s (%s)" % (e, detail), flush=True)
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+        print("read ok %d" % rows, flush=True)
+        sys.exit(3)
     ack.write("%d %d\n" % (next_id, n))
     ack.flush()
     next_id += n
     done += 1
     if a.mode == "wal" and a.checkpoint_every and done % a.checkpoint_every == 0:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    if a.interval:
+        time.sleep(a.interval)
+if a.hold:
+    time.sleep(a.hold)
 con.close()
 sys.exit(0)

@@ -133,7 +133,12 @@ static int pv_close(sqlite3_file *pf) {
 
 static int pv_read(sqlite3_file *pf, void *buf, int amt, sqlite3_int64 off) {
   pv_file *p = (pv_file *)pf;
-  if (!p->real_open) return p->open_rc;
+  if (!p->real_open) {
+    /* SQLite reads the header at open, before any lock; reading "nothing"
+    ** lets the open get as far as the auto-extension, which reports why. */
+    memset(buf, 0, (size_t)amt);
+    return SQLITE_IOERR_SHORT_READ;
+  }
   return p->real->pMethods->xRead(p->real, buf, amt, off);
 }
 
@@ -206,7 +211,10 @@ static int pv_sync(sqlite3_file *pf, int flags) {
 
 static int pv_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
   pv_file *p = (pv_file *)pf;
-  if (!p->real_open) return p->open_rc;
+  if (!p->real_open) {
+    *size = 0;
+    return SQLITE_OK;
+  }
   return p->real->pMethods->xFileSize(p->real, size);
 }
 
@@ -396,7 +404,7 @@ static int pv_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
     if (rc != LTX_OK) {
       /* The reason reaches the application through the auto-extension
       ** (vfs_open_error), not as SQLite's "unable to open database file". */
-      p->open_rc = rc == PRIMARY_ERR_LEASE || rc == PRIMARY_ERR_AHEAD ? SQLITE_BUSY : SQLITE_CANTOPEN;
+      p->open_rc = rc == PRIMARY_ERR_LEASE ? SQLITE_BUSY : SQLITE_CANTOPEN;
       p->open_err = strdup(err.msg[0] ? err.msg : ltx_err_name(rc));
       vfs_logf(REPLICA_LOG_ERROR, "litestream-primary: cannot open %s for writing: %s",
                zName ? zName : "?", p->open_err ? p->open_err : "");

@@ -1,0 +1,210 @@
+#!/bin/bash
+# Integration test of the write-side VFS's start-up, lease, outages and
+# several writers, with real processes (Python's sqlite3 module and the
+# sqlite3 shell loading libltvfs; tests/primary_writer.py is the app):
+#
+#   ahead      a second database opening a replica another primary wrote is
+#              refused, with a message naming both TXIDs; with
+#              bootstrap=restore it is restored and continues at the next
+#              TXID (a new machine takes over in one open);
+#   race       20 times, two "hosts" (two processes, two spool directories)
+#              open the same replica at once: exactly one opens for writing
+#              and uploads, the other fails naming the lease holder;
+#   takeover   lock.json replaced behind a running primary: it stops
+#              uploading, fails the next write with a clear error, stays
+#              readable, and the replica holds nothing from it afterwards;
+#   sync       sync=remote: when a commit returns, its TXID is in the bucket;
+#   writers    two Python workers and a sqlite3 shell write one database at
+#              once through litestream-primary: every commit of each reaches
+#              the replica, TXIDs contiguous, the replica equals the database;
+#   outage     over s3:// through the fault proxy: the store fails every
+#              request while commits continue; the spool grows to spool_max
+#              and writes fail with SQLITE_FULL and the spool message; the
+#              store returns, the spool drains, writes work again, nothing
+#              is lost.
+set -euo pipefail
+srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+top_builddir=${top_builddir:-$srcdir}
+LTVFS=${LTVFS:-$top_builddir/tools/ltvfs}
+LIB=${LTVFS_LIB:-$top_builddir/.libs/libltvfs.so}
+SQLITE3=${SQLITE3:-sqlite3}
+PY=/usr/bin/python3
+. "$srcdir/tests/lib_fixtures.sh"
+test_workdir primary_ops
+require_sqlite3
+$PY -c 'import sqlite3; sqlite3.connect(":memory:").enable_load_extension(True)' 2>/dev/null || {
+  echo "# $PY cannot load extensions: skipping"; exit 77; }
+export LITESTREAM_LOG_FILE=$WORK/ltvfs.log
+WRITER="$srcdir/tests/primary_writer.py"
+
+# l0_contiguous DIR: "N" when the L0 TXIDs of a file:// replica are 1..N.
+l0_contiguous() {
+  ls "$1/ltx/0" | sed -n 's/^\([0-9a-f]\{16\}\)-\([0-9a-f]\{16\}\)\.ltx$/\1 \2/p' |
+    while read -r a b; do [ "$a" == "$b" ] || echo "bad $a-$b"; echo $((16#$a)); done | sort -n |
+    awk '{ k++; if ($1 != k) { print "gap at " k ": " $1; exit 1 } } END { print k + 0 }' || true
+}
+same_pages() { # LABEL REPLICA_URL DB
+  local copy=$WORK/copy.db
+  cp "$3" "$copy"
+  if restore_ok "$1: restore" "$WORK/r.db" "$2"; then
+    check "$1: restore equals the database page for page" "$(img_sha256 "$WORK/r.db")" "$(img_sha256 "$copy")"
+  fi
+}
+# wait_for LABEL SECONDS CMD...: polls CMD every 50 ms until it succeeds.
+wait_for() {
+  local label=$1 secs=$2 i
+  shift 2
+  for ((i = 0; i < secs * 20; i++)); do
+    if "$@" >/dev/null 2>&1; then ok "$label"; return 0; fi
+    sleep 0.05
+  done
+  notok "$label (not within ${secs} s)"
+  return 0
+}
+
+# ---- ahead ----
+REP=$WORK/rep-ahead URL=file://$WORK/rep-ahead
+$PY "$WRITER" "$LIB" "$WORK/a.db" "$URL" "$WORK/ack-a" --commits 5 --params "&sync_interval=0" >/dev/null 2>&1
+na=$(l0_contiguous "$REP")
+check "ahead: primary A wrote TXIDs 1..N (the journal mode, the table, 5 commits)" "$na" 7
+"$SQLITE3" -batch "$WORK/b.db" "CREATE TABLE other(x); INSERT INTO other VALUES(1);"
+out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 1 2>&1) && rc=0 || rc=$?
+check "ahead: B's open is refused" "$rc" 1
+check_contains "ahead: the message names both TXIDs" "$out" "is at TXID 0000000000000007, ahead of this database (TXID 0000000000000000"
+check "ahead: nothing was written to the replica" "$(l0_contiguous "$REP")" 7
+out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 2 --params "&bootstrap=restore&sync_interval=0" 2>&1) && rc=0 || rc=$?
+check "ahead: bootstrap=restore opens" "$rc" 0
+check "ahead: B continued at TXID 8 (two commits: 8, 9)" "$(l0_contiguous "$REP")" 9
+same_pages "ahead" "$URL" "$WORK/b.db"
+check "ahead: B's database is the replica's (A's rows and B's)" \
+  "$("$SQLITE3" -batch "$WORK/b.db" "SELECT count(*) > 5, (SELECT count(*) FROM sqlite_master WHERE name='other') FROM t")" "1|0"
+
+# ---- race ----
+REP=$WORK/rep-race URL=file://$WORK/rep-race
+wins=0 fails_named=0
+for ((i = 1; i <= 20; i++)); do
+  for h in 1 2; do
+    $PY "$WRITER" "$LIB" "$WORK/host$h.db" "$URL" "$WORK/ack-race$h" --commits 1 --hold 1 --id-base $h \
+      --params "&bootstrap=restore&sync_interval=0&spool=$WORK/spool-host$h" >"$WORK/race$h.out" 2>&1 &
+  done
+  wait_ok=0
+  wait %1 && wait_ok=$((wait_ok + 1)) || true
+  wait %2 && wait_ok=$((wait_ok + 1)) || true
+  wins=$((wins + (wait_ok == 1 ? 1 : 0)))
+  if grep -qs "is held by" "$WORK/race1.out" "$WORK/race2.out"; then fails_named=$((fails_named + 1)); fi
+done
+check "race: exactly one of two hosts opened for writing, 20 times out of 20" "$wins" 20
+check "race: the other named the lease holder, 20 times" "$fails_named" 20
+check "race: the replica's TXIDs are contiguous (the first win: journal mode, table, commit; then a commit a win)" "$(l0_contiguous "$REP")" 22
+
+# ---- takeover ----
+REP=$WORK/rep-take URL=file://$WORK/rep-take
+$PY "$WRITER" "$LIB" "$WORK/take.db" "$URL" "$WORK/ack-take" --interval 0.05 --stop-on-error \
+  --params "&sync_interval=0&lease_ttl=3s&lease_renew=300ms" >"$WORK/take.out" 2>&1 &
+take_pid=$!
+wait_for "takeover: the primary opened" 30 grep -q opened "$WORK/take.out"
+wait_for "takeover: a few commits uploaded" 30 test -f "$REP/ltx/0/0000000000000003-0000000000000003.ltx"
+printf '{"owner":"intruder","generation":99,"expires":"2099-01-01T00:00:00Z","expires_ms":4070908800000}\n' >"$REP/lock.json.tmp"
+mv "$REP/lock.json.tmp" "$REP/lock.json"
+replaced_at=$(l0_contiguous "$REP")
+wait_for "takeover: the writer stopped" 30 grep -q "read ok" "$WORK/take.out"
+wait $take_pid && rc=0 || rc=$?
+out=$(cat "$WORK/take.out")
+check "takeover: the writer stopped with an error" "$rc" 3
+check_contains "takeover: the error says the lease was lost" "$out" "lost the replica's lease"
+check_contains "takeover: the database is still readable" "$out" "read ok"
+after=$(l0_contiguous "$REP")
+# It learns at its next renewal (lease_renew=300ms, a commit every 50 ms):
+# what it uploaded before that is bounded by the renewal interval.
+if [ "$after" -le $((replaced_at + 8)) ]; then ok "takeover: uploads stopped within a renewal interval ($replaced_at -> $after)"
+else notok "takeover: uploads went on after the lease was taken ($replaced_at -> $after)"; fi
+sleep 1
+check "takeover: nothing more was uploaded after the writer stopped" "$(l0_contiguous "$REP")" "$after"
+check "takeover: lock.json is the intruder's" "$(grep -o '"owner":"[^"]*"' "$REP/lock.json")" '"owner":"intruder"'
+
+# ---- sync=remote ----
+REP=$WORK/rep-sync URL=file://$WORK/rep-sync
+out=$($PY - "$LIB" "$WORK/sync.db" "$URL" "$REP" <<'PYEOF'
+import os, sqlite3, sys
+lib, db, url, rep = sys.argv[1:]
+b = sqlite3.connect(":memory:"); b.enable_load_extension(True); b.load_extension(lib)
+c = sqlite3.connect("file:%s?vfs=litestream-primary&replica=%s&sync=remote&sync_interval=1s" % (db, url),
+                    uri=True, isolation_level=None)
+c.execute("PRAGMA journal_mode=wal").fetchone()
+c.execute("CREATE TABLE t(x)")
+bad = 0
+for i in range(20):
+    c.execute("INSERT INTO t VALUES(?)", (i,))
+    txid = c.execute("SELECT litestream_txid()").fetchone()[0]
+    if not os.path.exists("%s/ltx/0/%s-%s.ltx" % (rep, txid, txid)):
+        bad += 1
+print("commits-not-in-bucket", bad, "txid", int(txid, 16))
+PYEOF
+)
+check_contains "sync: every commit was in the bucket when it returned" "$out" "commits-not-in-bucket 0 "
+
+# ---- several writers on one host ----
+REP=$WORK/rep-many URL=file://$WORK/rep-many DB=$WORK/many.db
+"$SQLITE3" -batch "$DB" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);" >/dev/null
+: >"$WORK/ack-many"
+$PY "$WRITER" "$LIB" "$DB" "$URL" "$WORK/ack-many" --commits 150 --id-base 1 --params "&sync_interval=100ms" >"$WORK/w1.out" 2>&1 &
+p1=$!
+$PY "$WRITER" "$LIB" "$DB" "$URL" "$WORK/ack-many" --commits 150 --id-base 2 --params "&sync_interval=0" >"$WORK/w2.out" 2>&1 &
+p2=$!
+{
+  printf '.load %s\n.open file:%s?vfs=litestream-primary&replica=%s\n.timeout 30000\n' "$LIB" "$DB" "$URL"
+  for ((i = 1; i <= 100; i++)); do printf 'INSERT INTO t VALUES(%d, randomblob(500));\n' $((3000000000 + i)); done
+} | timeout 120 "$SQLITE3" -batch -bail >"$WORK/w3.out" 2>&1 && r3=0 || r3=$?
+wait $p1 && r1=0 || r1=$?
+wait $p2 && r2=0 || r2=$?
+check "writers: all three finished (python, python, shell)" "$r1 $r2 $r3" "0 0 0"
+n=$(l0_contiguous "$REP")
+if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 1 ]; then ok "writers: L0 TXIDs 1..$n, contiguous"; else notok "writers: L0 TXIDs: $n"; fi
+same_pages "writers" "$URL" "$DB"
+check "writers: every row of each writer is in the replica" \
+  "$("$SQLITE3" -batch "$WORK/r.db" "SELECT count(*) FROM t WHERE id > 3000000000")" 100
+missing=$($PY - "$WORK/r.db" "$WORK/ack-many" <<'PYEOF'
+import sqlite3, sys
+have = set(r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM t"))
+print(sum(1 for l in open(sys.argv[2]) for i in range(int(l.split()[0]), int(l.split()[0]) + int(l.split()[1])) if i not in have))
+PYEOF
+)
+check "writers: every acknowledged commit of the Python workers is in the replica" "$missing" 0
+
+# ---- outage (s3://) ----
+if command -v node >/dev/null 2>&1 && [ -d "$srcdir/.npm-deps/node_modules/@20minutes/s3rver" ]; then
+  start_test_s3
+  RAW="s3://$S3_BUCKET/outage?endpoint=$S3_PROXY_ENDPOINT" DB=$WORK/outage.db
+  URL=$(uri_escape "$RAW") # a URI parameter value
+  $PY "$WRITER" "$LIB" "$DB" "$URL" "$WORK/ack-out" --interval 0.01 --stop-on-error \
+    --params "&sync_interval=100ms&spool_max=300K" >"$WORK/out.out" 2>&1 &
+  out_pid=$!
+  wait_for "outage: the primary opened over s3://" 30 grep -q opened "$WORK/out.out"
+  sleep 1
+  s3_fault 503 n=100000000 >/dev/null
+  wait_for "outage: writes stopped once the spool was full" 120 grep -q "read ok" "$WORK/out.out"
+  wait $out_pid && rc=0 || rc=$?
+  out=$(cat "$WORK/out.out")
+  check "outage: the writer's last commit failed" "$rc" 3
+  check_contains "outage: the error is SQLITE_FULL" "$out" "database or disk is full"
+  check_contains "outage: the log names the spool and its bound" "$(cat "$LITESTREAM_LOG_FILE")" "(spool_max 307200)"
+  check_contains "outage: the database is still readable" "$out" "read ok"
+  acked=$(wc -l <"$WORK/ack-out")
+  s3_fault none >/dev/null
+  out=$($PY "$WRITER" "$LIB" "$DB" "$URL" "$WORK/ack-out" --commits 3 --retry-full 30 --params "&sync_interval=100ms&spool_max=300K" 2>&1) && rc=0 || rc=$?
+  check "outage: the store is back: writes work again and the close drains the spool" "$rc" 0
+  [ $rc -eq 0 ] || echo "$out" | tail -5 | diag
+  check "outage: the spool is empty" "$(ls "$DB-ltvfs/ltx" | wc -l)" 0
+  same_pages "outage" "$RAW" "$DB"
+  missing=$($PY - "$WORK/r.db" "$WORK/ack-out" <<'PYEOF'
+import sqlite3, sys
+have = set(r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM t"))
+print(sum(1 for l in open(sys.argv[2]) for i in range(int(l.split()[0]), int(l.split()[0]) + int(l.split()[1])) if i not in have))
+PYEOF
+  )
+  check "outage: all $acked commits acknowledged before and 3 after are in the replica" "$missing" 0
+  s3_env_stop
+else
+  echo "# node or s3rver missing: the outage part is skipped"
+fi
+finish

@@ -89,7 +89,7 @@ struct primary {
   int64_t last_flush_ms;
   int64_t next_upload_ms;  /* backoff */
   long backoff_ms;
-  uint64_t uploads, upload_failures, snapshots, captures;
+  uint64_t uploads, upload_failures, snapshots, captures, bytes_uploaded;
   char last_error[512];
 };
 
@@ -789,6 +789,7 @@ static void upload_round(primary *p) {
       pthread_mutex_lock(&p->mu);
       p->txid_uploaded = next;
       p->uploads++;
+      p->bytes_uploaded += (uint64_t)sb.st_size;
       p->spool_bytes = p->spool_bytes > (uint64_t)sb.st_size ? p->spool_bytes - (uint64_t)sb.st_size : 0;
       if (p->spool_files) p->spool_files--;
       p->backoff_ms = 0;
@@ -1234,6 +1235,7 @@ void primary_get_stats(primary *p, primary_stats *out) {
   out->spool_files = p->spool_files;
   out->spool_bytes = p->spool_bytes;
   out->uploads = p->uploads;
+  out->bytes_uploaded = p->bytes_uploaded;
   out->upload_failures = p->upload_failures;
   out->snapshots = p->snapshots;
   out->captures = p->captures;

@@ -92,7 +92,7 @@ int primary_sync(primary *p, long timeout_ms, ltx_error *err);
 typedef struct primary_stats {
   uint64_t txid_spooled, txid_uploaded;
   uint64_t spool_files, spool_bytes;
-  uint64_t uploads, upload_failures, snapshots, captures;
+  uint64_t uploads, upload_failures, snapshots, captures, bytes_uploaded;
   int64_t oldest_pending_ms;   /* commit time of the oldest file not uploaded, 0 if none */
   int lease_held;
   int uploader;                /* this process uploads (holds the host's upload lock) */

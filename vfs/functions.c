@@ -247,12 +247,13 @@ static char *fmt_primary_stats(primary *pr) {
   return sqlite3_mprintf(
       "{\"role\":\"primary\",\"txid\":\"%016llx\",\"txid_spooled\":\"%016llx\","
       "\"spool_files\":%llu,\"spool_bytes\":%llu,\"upload_lag_ms\":%lld,\"uploads\":%llu,"
-      "\"upload_failures\":%llu,\"captures\":%llu,\"snapshots\":%llu,\"uploader\":%s,"
+      "\"bytes_uploaded\":%llu,\"upload_failures\":%llu,\"captures\":%llu,\"snapshots\":%llu,\"uploader\":%s,"
       "\"lease_held\":%s,\"lease_owner\":\"%s\",\"lease_expires\":\"%s\",\"last_error\":%s%s%s}",
       (unsigned long long)s.txid_uploaded, (unsigned long long)s.txid_spooled,
       (unsigned long long)s.spool_files, (unsigned long long)s.spool_bytes,
       (long long)(s.oldest_pending_ms ? now_ms() - s.oldest_pending_ms : 0),
-      (unsigned long long)s.uploads, (unsigned long long)s.upload_failures,
+      (unsigned long long)s.uploads, (unsigned long long)s.bytes_uploaded,
+      (unsigned long long)s.upload_failures,
       (unsigned long long)s.captures, (unsigned long long)s.snapshots, s.uploader ? "true" : "false",
       s.lease_held ? "true" : "false", s.lease_owner, s.lease_expires_ms ? when : "",
       s.last_error[0] ? "\"" : "null", s.last_error[0] ? err : "", s.last_error[0] ? "\"" : "");

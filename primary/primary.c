@@ -24,11 +24,12 @@
 **               the next open) and releases the lease.
 **
 ** Durability (docs/write-path.md): in WAL mode a commit is in the WAL, which
-** SQLite made as durable as `synchronous` says; the capture only has to be
-** durable before those frames can be overwritten, and the seal makes sure
-** of that. So no fsync is added to a WAL-mode commit. A rollback-mode commit
-** overwrites the database in place, so it is captured (and fsynced) before
-** SQLite lets the next writer in.
+** SQLite made as durable as `synchronous` says; the capture has to exist
+** before those frames can be overwritten, and the seal makes sure of that.
+** A rollback-mode commit overwrites the database in place, so it is
+** captured before SQLite lets the next writer in. Neither is fsynced on the
+** commit path (spool.c says why that loses nothing); a file is made durable
+** just before its upload.
 **
 ** Locks, in the order they are taken: SQLite's own (held by the caller of a
 ** hook) -> the spool lock (spool.c) -> p->mu. Nothing waits for an SQLite
@@ -686,6 +687,12 @@ static int upload_one(primary *p, uint64_t txid, ltx_error *err) {
   if (fd < 0 || fstat(fd, &sb) != 0) {
     rc = ltx_error_set(err, PRIMARY_ERR_IO, "open the spooled file %s: %s", path, strerror(errno));
     if (fd >= 0) close(fd);
+    return rc;
+  }
+  /* Durable before it is in the bucket (spool.c, crash safety). */
+  rc = spool_make_durable(p->sp, fd, err);
+  if (rc != LTX_OK) {
+    close(fd);
     return rc;
   }
   if (pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&

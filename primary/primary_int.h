@@ -111,6 +111,10 @@ void spool_usage(spool *sp, uint64_t *bytes, uint64_t *files);
 ** below uploaded. */
 void spool_prune(spool *sp, uint64_t uploaded, uint64_t spooled);
 
+/* Syncs the spooled file open at fd, the spool directory and the state:
+** what must be durable before that file is uploaded. */
+int spool_make_durable(spool *sp, int fd, ltx_error *err);
+
 /* One page for the encoder: where its bytes are. */
 typedef struct page_src {
   uint32_t pgno;
@@ -119,8 +123,8 @@ typedef struct page_src {
 } page_src;
 
 /* Encodes pages (ascending pgno, unique) as the L0 file [txid, txid] with
-** commit db_pages into the spool, fsynced, renamed into place. Returns its
-** size in *size. */
+** commit db_pages into the spool (renamed into place, not synced: see
+** spool.c). Returns its size in *size. */
 int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pages,
                     int64_t timestamp_ms, const page_src *pages, size_t n, int db_fd,
                     int wal_fd, uint64_t *size, ltx_error *err);

@@ -11,14 +11,24 @@
 **
 ** Crash safety, the order of writes for one capture (spool_write_ltx and
 ** its caller in primary.c):
-**   1. the file is written to ltx/T.ltx.tmp and fsynced;
-**   2. renamed to ltx/T.ltx, the directory fsynced;
-**   3. the state says txid_spooled = T and how far the WAL is captured
-**      (fdatasync).
+**   1. the file is written to ltx/T.ltx.tmp;
+**   2. renamed to ltx/T.ltx;
+**   3. the state says txid_spooled = T and how far the WAL is captured.
 ** The state is the commit point: a file above txid_spooled is a capture
 ** that never happened (it is deleted at open and captured again from the
 ** WAL or the database), and a file at or below txid_uploaded is one whose
 ** upload was confirmed (deleted, a retry of the delete).
+**
+** None of that is fsynced when it is written, so a capture costs a commit
+** no fsync: a killed process leaves it in the page cache, and what a power
+** loss can take (the last captures) SQLite had already made durable in the
+** database or the WAL, where the next open finds it again (the WAL from
+** the captured frame on; else the database's fingerprint no longer
+** matches, and it is captured whole as a snapshot). What must be durable
+** is the order against the bucket: before a file goes up, it, the
+** directory and the state that names it are synced (spool_make_durable),
+** so a state that a power loss rolled back can never be behind the bucket
+** (which would read as "another primary wrote the replica").
 **
 ** Locking: the spool lock is taken for every capture, seal and state write,
 ** by every process of the host (SQLite's write lock already serialises the
@@ -241,8 +251,7 @@ int spool_write_state(spool *sp, spool_state *st, ltx_error *err) {
   uint8_t slot[STATE_SLOT];
   st->seq++;
   encode_state(st, slot);
-  if (pwrite(sp->state_fd, slot, STATE_SLOT, (off_t)(st->seq % 2) * STATE_SLOT) != STATE_SLOT ||
-      fdatasync(sp->state_fd) != 0) {
+  if (pwrite(sp->state_fd, slot, STATE_SLOT, (off_t)(st->seq % 2) * STATE_SLOT) != STATE_SLOT) {
     st->seq--;
     return ltx_error_set(err, PRIMARY_ERR_IO, "write %s/state: %s", sp->dir, strerror(errno));
   }
@@ -368,17 +377,12 @@ int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pa
   }
   rc = ltx_encoder_close(enc, 0, err);
   if (rc != LTX_OK) goto out;
-  if (fsync(o.fd) != 0 || fstat(o.fd, &s) != 0) {
-    rc = ltx_error_set(err, PRIMARY_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
+  if (fstat(o.fd, &s) != 0) {
+    rc = ltx_error_set(err, PRIMARY_ERR_IO, "stat %s: %s", tmp, strerror(errno));
     goto out;
   }
   if (rename(tmp, path) != 0) {
     rc = ltx_error_set(err, PRIMARY_ERR_IO, "rename %s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  snprintf(tmp, sizeof tmp, "%s/ltx", sp->dir);
-  if (fsync_dir(tmp) != 0) {
-    rc = ltx_error_set(err, PRIMARY_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
     goto out;
   }
   if (size) *size = (uint64_t)s.st_size;
@@ -388,6 +392,14 @@ out:
   ltx_encoder_free(enc);
   free(page);
   return rc;
+}
+
+int spool_make_durable(spool *sp, int fd, ltx_error *err) {
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/ltx", sp->dir);
+  if (fsync(fd) != 0 || fsync_dir(dir) != 0 || fdatasync(sp->state_fd) != 0)
+    return ltx_error_set(err, PRIMARY_ERR_IO, "sync the spool %s: %s", sp->dir, strerror(errno));
+  return LTX_OK;
 }
 
 /* ---- the database's fingerprint ---- */

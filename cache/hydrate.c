@@ -604,21 +604,33 @@ static void writer_stop(fill_writer *w) {
 
 /* Whether the replica in the store is the one cached: the file that ended
 ** at H is listed with the size (and time, where both are known) it had.
-** One LIST, starting just before that file. 1 yes (or the file is gone:
-** compacted away, nothing to compare), 0 no, -1 the store did not answer. */
+** One LIST, starting just before that file. When the file is gone
+** (compacted away), the replica must still reach H: a replica whose newest
+** TXID is below the image's is another history (a replica deleted and
+** written again), one more LIST of every level. 1 yes, 0 no, -1 the store
+** did not answer. */
 static int verify_replica(replica *r, ltx_error *err) {
   const store_ltx_file *f = &r->img_meta.head;
   store_ltx_list l = {0};
-  int same = 1;
+  int same = 1, found = 0;
   if (f->max_txid == 0) return 1;
   if (store_list_level(r->st, f->level, f->min_txid, f->max_txid - 1, &l, err) != LTX_OK)
     return -1;
   if (l.n > 0 && rp_same_file(&l.files[0], f)) {
     const store_ltx_file *g = &l.files[0];
+    found = 1;
     same = (f->size == 0 || g->size == f->size) &&
            (f->timestamp_ms < 0 || g->timestamp_ms < 0 || g->timestamp_ms == f->timestamp_ms);
   }
   store_ltx_list_free(&l);
+  if (!found) {
+    uint64_t newest = 0;
+    if (store_list_all(r->st, &l, err) != LTX_OK) return -1;
+    for (size_t i = 0; i < l.n; i++)
+      if (l.files[i].max_txid > newest) newest = l.files[i].max_txid;
+    store_ltx_list_free(&l);
+    same = newest >= f->max_txid;
+  }
   return same;
 }
 
@@ -649,6 +661,9 @@ static void hydrator_work(replica *r) {
                "%016" PRIx64 " differs); starting the image afresh", r->url, r->img_meta.txid);
         r->img_verified = 1;
         r->img_rebase = 1;
+        /* The listing positions came from the image's history: the poller
+        ** lists this replica from its start again. */
+        memset(r->seen, 0, sizeof r->seen);
         pthread_mutex_unlock(&r->mutex);
         cache_image_reset(r->img, 0, &err);
         r->img_meta.page_size = 0;
@@ -671,6 +686,8 @@ static void hydrator_work(replica *r) {
         pthread_cond_timedwait(&r->hyd_cond, &r->mutex, &until);
         continue;
       }
+      r->img_checked = 1; /* a warm open waits for this (and a fresh view, if any) */
+      pthread_cond_broadcast(&r->cond);
     }
 
     if (r->img_rebase) {

@@ -157,11 +157,17 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
     atomic_store(&r->last_poll_ok_ms, rp_wall_ms());
     r->poll_now = 1;
     start_poller(r);
+    pthread_mutex_unlock(&r->mutex);
+    rp_hydrator_start(r);
+    pthread_mutex_lock(&r->mutex);
     /* The first query sees what the replica holds now, not what the image
-    ** held when the last process closed: the open waits for the poller's
-    ** first listing (only what is new, after the image's TXID), for a
-    ** short while; with the store down it serves the image's TXID. */
-    while (atomic_load(&r->polls) == polls && !r->stop && rp_mono_ms() < until) {
+    ** held when the last process closed: the open waits, for a short while,
+    ** for the poller's first listing (only what is new, after the image's
+    ** TXID) and for the hydrator's check that the replica is still the one
+    ** cached (else it publishes a fresh view). With the store down it
+    ** serves the image's TXID. */
+    while ((atomic_load(&r->polls) == polls || !r->img_checked) && !r->stop &&
+           rp_mono_ms() < until) {
       struct timespec ts = rp_realtime_in(20);
       pthread_cond_timedwait(&r->cond, &r->mutex, &ts);
     }
@@ -170,7 +176,6 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
     pthread_mutex_unlock(&r->mutex);
     replica_view_release(v);
     v = NULL;
-    rp_hydrator_start(r);
     goto out;
   }
 

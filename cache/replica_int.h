@@ -127,6 +127,7 @@ struct replica {
   struct rp_img_step *img_queue, **img_queue_tail; /* chains the poller published */
   int img_rebase;               /* the latest view was re-planned: rebase the map */
   int img_verified;             /* the store confirmed the cached replica */
+  int img_checked;              /* ... or it did not, and a fresh view replaced the image's */
   int hydrator_started;
   pthread_t hydrator;
   pthread_cond_t hyd_cond;      /* work for the hydrator, or stop */

@@ -171,6 +171,24 @@ PYEOF
 )
 check "writers: every acknowledged commit of the Python workers is in the replica" "$missing" 0
 
+# ---- a replica deleted and written again under a reader's warm cache ----
+REP=$WORK/rep-again URL=file://$WORK/rep-again
+$PY "$WRITER" "$LIB" "$WORK/again.db" "$URL" "$WORK/ack-again" --commits 4 --params "&sync_interval=0" >/dev/null 2>&1
+reader() { printf '.load %s\n.open file:again?vfs=litestream&replica=%s&poll=100\n%s\n' "$LIB" "$URL" "$1" |
+  timeout 60 "$SQLITE3" -batch 2>&1; }
+first=$(reader "SELECT litestream_txid(), count(*) FROM t;")
+check "again: the reader cached history A" "$first" "0000000000000006|$(sqlite3 "$WORK/again.db" 'SELECT count(*) FROM t')"
+"$LTVFS" hydrate "$URL" --cache-dir "$LITESTREAM_CACHE_DIR" -q >/dev/null # the whole image at TXID 6
+rm -rf "$REP" "$WORK/again.db" "$WORK/again.db-ltvfs"
+"$SQLITE3" -batch "$WORK/again.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t VALUES(42, 'b');"
+$PY "$WRITER" "$LIB" "$WORK/again.db" "$URL" "$WORK/ack-again2" --commits 1 --params "&sync_interval=0" >/dev/null 2>&1
+nb=$(l0_contiguous "$REP")
+check "again: history B is shorter than A" "$([ "$nb" -lt 6 ] && echo yes)" yes
+check "again: a warm reopen serves history B, not the cached A" \
+  "$(reader "SELECT litestream_txid(), count(*), min(id) FROM t;")" \
+  "$(printf '%016x' "$nb")|$(sqlite3 "$WORK/again.db" 'SELECT count(*) FROM t')|42"
+check_contains "again: the log says the image was started afresh" "$(cat "$LITESTREAM_LOG_FILE")" "is not the one the local image holds"
+
 # ---- outage (s3://) ----
 if command -v node >/dev/null 2>&1 && [ -d "$srcdir/.npm-deps/node_modules/@20minutes/s3rver" ]; then
   start_test_s3

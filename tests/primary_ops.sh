@@ -143,6 +143,36 @@ PYEOF
 )
 check_contains "sync: every commit was in the bucket when it returned" "$out" "commits-not-in-bucket 0 "
 
+# ---- several primaries in one process ----
+out=$($PY - "$LIB" "$WORK" <<'PYEOF'
+import os, sqlite3, sys
+lib, work = sys.argv[1:]
+b = sqlite3.connect(":memory:"); b.enable_load_extension(True); b.load_extension(lib)
+cons = []
+for name in ("one", "two", "three"):
+    c = sqlite3.connect("file:%s/multi-%s.db?vfs=litestream-primary&replica=file://%s/rep-multi-%s&sync_interval=0"
+                        % (work, name, work, name), uri=True, isolation_level=None)
+    c.execute("PRAGMA journal_mode=wal").fetchone()
+    c.execute("CREATE TABLE t(x)")
+    cons.append((name, c))
+for i in range(10):
+    for k, (name, c) in enumerate(cons):
+        if i <= k * 3 + 3:
+            c.execute("INSERT INTO t VALUES(?)", (name,))
+res = []
+for name, c in cons:
+    txid = c.execute("PRAGMA litestream_sync").fetchone()[0]
+    st = c.execute("SELECT ltvfs_stats()").fetchone()[0]
+    res.append("%s:%d:%s" % (name, int(txid, 16), '"lease_held":true' in st))
+    c.close()
+print(" ".join(res))
+PYEOF
+)
+check "multi: three primaries in one process, each its own TXIDs and lease" "$out" "one:6:True two:9:True three:12:True"
+for name in one two three; do
+  same_pages "multi $name" "file://$WORK/rep-multi-$name" "$WORK/multi-$name.db"
+done
+
 # ---- several writers on one host ----
 REP=$WORK/rep-many URL=file://$WORK/rep-many DB=$WORK/many.db
 "$SQLITE3" -batch "$DB" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);" >/dev/null

@@ -45,9 +45,9 @@ prim() {
       "$LIB" "$db" "$url" "$params"; cat; } | timeout 120 "$SQLITE3" -batch -bail
 }
 
-# l0_txids DIR: the L0 TXIDs of a file:// replica, one per line, ascending.
+# l0_txids URL: the L0 TXIDs of a replica (from `ltvfs ls`), one per line, ascending.
 l0_txids() {
-  ls "$1/ltx/0" 2>/dev/null | sed -n 's/^\([0-9a-f]\{16\}\)-\([0-9a-f]\{16\}\)\.ltx$/\1 \2/p' |
+  "$LTVFS" ls "$1" 2>/dev/null | awk '$1 == "0" { print $2, $3 }' |
     while read -r a b; do
       [ "$a" == "$b" ] || echo "not-L0-shaped:$a-$b"
       echo $((16#$a))
@@ -59,10 +59,11 @@ contiguous() { awk 'BEGIN { n = 0 } { n++; if ($1 != n) { print "gap at " n ": "
 
 dump_sha() { "$SQLITE3" -batch "$1" .dump </dev/null 2>&1 | sha256sum | cut -c1-16; }
 
-# check_state LABEL DB REPDIR URL: the checks after a step.
+# check_state LABEL DB URL URI_URL: the checks after a step (URI_URL: the
+# URL as a file: URI parameter value).
 check_state() {
-  local label=$1 db=$2 repdir=$3 url=$4 n want got copy=$WORK/copy.db
-  n=$(l0_txids "$repdir" | contiguous) || true
+  local label=$1 db=$2 url=$3 uurl=$4 n want got copy=$WORK/copy.db
+  n=$(l0_txids "$url" | contiguous) || true
   if [[ "$n" =~ ^[0-9]+$ ]]; then ok "$label: L0 TXIDs 1..$n, contiguous"; else notok "$label: L0 TXIDs: $n"; fi
   LAST_N=$n
   # The primary's own database, copied so that nothing here touches it.
@@ -71,7 +72,7 @@ check_state() {
   if restore_ok "$label: restore" "$WORK/r.db" "$url"; then
     check "$label: restore equals the database page for page" "$(img_sha256 "$WORK/r.db")" "$(img_sha256 "$copy")"
   fi
-  got=$(printf '.load %s\n.open file:x?vfs=litestream&replica=%s\n.dump\n' "$LIB" "$url" |
+  got=$(printf '.load %s\n.open file:x?vfs=litestream&replica=%s\n.dump\n' "$LIB" "$uurl" |
     timeout 60 "$SQLITE3" -batch 2>&1 | sha256sum | cut -c1-16)
   check "$label: litestream VFS .dump" "$got" "$want"
   if [ $have_go -eq 1 ]; then
@@ -80,14 +81,17 @@ check_state() {
   fi
 }
 
+# run_workload MODE PAGE_SIZE [s3]: the workload, over file:// or s3://.
 run_workload() {
-  local mode=$1 ps=$2 other
-  local tag=$mode-$ps db=$WORK/$mode-$ps.db repdir=$WORK/rep-$mode-$ps
-  local url=file://$repdir before want
+  local mode=$1 ps=$2 backend=${3:-file} other
+  local tag=$mode-$ps-$backend db=$WORK/$mode-$ps-$backend.db
+  local url=file://$WORK/rep-$mode-$ps uurl before want
+  [ "$backend" == s3 ] && url="s3://$S3_BUCKET/rt-$mode-$ps?endpoint=$S3_ENDPOINT"
+  uurl=$(uri_escape "$url")
   [ "$mode" == wal ] && other=delete || other=wal
   step() { # step NAME SQL
-    prim "$db" "$url" <<<"$2" >"$WORK/step.out" 2>&1 || { notok "$tag $1: the step failed"; diag <"$WORK/step.out"; }
-    check_state "$tag $1" "$db" "$repdir" "$url"
+    prim "$db" "$uurl" <<<"$2" >"$WORK/step.out" 2>&1 || { notok "$tag $1: the step failed"; diag <"$WORK/step.out"; }
+    check_state "$tag $1" "$db" "$url" "$uurl"
   }
   step schema "PRAGMA page_size=$ps; PRAGMA journal_mode=$mode;
     CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b BLOB);
@@ -133,4 +137,13 @@ for ps in 4096 1024 65536; do
   run_workload wal $ps
   run_workload delete $ps
 done
+# The same over the S3 test server (our replica VFS and the Go VFS read it there).
+if command -v node >/dev/null 2>&1 && [ -d "$srcdir/.npm-deps/node_modules/@20minutes/s3rver" ]; then
+  start_test_s3
+  run_workload wal 4096 s3
+  run_workload delete 4096 s3
+  s3_env_stop
+else
+  echo "# node or s3rver missing: the s3:// workloads are skipped"
+fi
 finish

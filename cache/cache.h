@@ -88,6 +88,8 @@ typedef struct cache_image_stat {
   int disabled;               /* writes stopped: 1 disk full or I/O error, 2 budget reached */
 } cache_image_stat;
 
+/* mkdir -p, mode 0700 for what it creates (the cache's own rule). */
+int cache_make_dirs(const char *path, ltx_error *err);
 /* ROOT/<readable part of url>-<hash of url> into out; 0 on success. */
 int cache_image_dir(const char *root, const char *url, char *out, size_t cap);
 /* Opens (creating) the image in dir for the replica identity; *meta

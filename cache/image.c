@@ -149,6 +149,8 @@ static int make_dirs(const char *path, ltx_error *err) {
   return LTX_OK;
 }
 
+int cache_make_dirs(const char *path, ltx_error *err) { return make_dirs(path, err); }
+
 /* ---- the directory of a replica ---- */
 
 int cache_image_dir(const char *root, const char *url, char *out, size_t cap) {

@@ -219,6 +219,32 @@ check "again: a warm reopen serves history B, not the cached A" \
   "$(printf '%016x' "$nb")|$(sqlite3 "$WORK/again.db" 'SELECT count(*) FROM t')|42"
 check_contains "again: the log says the image was started afresh" "$(cat "$LITESTREAM_LOG_FILE")" "is not the one the local image holds"
 
+# ---- the Go VFS's write mode, on our library ----
+GOVFS=${LTVFS_GO_VFS:-$srcdir/.npm-deps/node_modules/litestream-vfs-linux-amd64/litestream-vfs.so}
+if [ -f "$GOVFS" ]; then
+  GOVFS=$(cd "$(dirname "$GOVFS")" && pwd)/$(basename "$GOVFS")
+  REP=$WORK/rep-dropin URL=file://$WORK/rep-dropin
+  dropin() { # dropin MACHINE SQL: what a Go VFS user runs, with libltvfs instead
+    env LITESTREAM_WRITE_ENABLED=true LITESTREAM_REPLICA_URL="$URL" LITESTREAM_SYNC_INTERVAL=0 \
+      LITESTREAM_CACHE_DIR="$WORK/dropin-$1" timeout 60 "$SQLITE3" -batch :memory: ".load $LIB" \
+      ".open file:app.db?vfs=litestream" "$2" 2>&1
+  }
+  go_count() { echo "SELECT count(*), sum(x) FROM t;" | go_vfs_sql "$URL" read "$WORK/goread" 2>&1; }
+  dropin m1 "CREATE TABLE t(x); INSERT INTO t VALUES(1),(2);" >/dev/null
+  check "dropin: machine 1 wrote through LITESTREAM_WRITE_ENABLED; the Go VFS reads it" "$(go_count)" "2|3"
+  dropin m2 "INSERT INTO t VALUES(3);" >/dev/null
+  check "dropin: machine 2 took over in one open (restored, then wrote)" "$(go_count)" "3|6"
+  echo "INSERT INTO t VALUES(4);" | go_vfs_sql "$URL" write "$WORK/gowrite" >/dev/null 2>&1
+  check "dropin: the Go VFS in write mode added a row" "$(go_count)" "4|10"
+  check "dropin: machine 1 continues after both (its database was behind: restored)" \
+    "$(dropin m1 "INSERT INTO t VALUES(5); SELECT count(*), sum(x) FROM t;")" "5|15"
+  check "dropin: the Go VFS reads it" "$(go_count)" "5|15"
+  check "dropin: our replica VFS reads it (write mode off)" \
+    "$("$SQLITE3" -batch :memory: ".load $LIB" ".open file:x?vfs=litestream&replica=$URL" "SELECT count(*), sum(x) FROM t;" 2>&1)" "5|15"
+  check_contains "dropin: the local database lives under the cache directory" \
+    "$(ls "$WORK/dropin-m1")" ".primary.db"
+fi
+
 # ---- outage (s3://) ----
 if command -v node >/dev/null 2>&1 && [ -d "$srcdir/.npm-deps/node_modules/@20minutes/s3rver" ]; then
   start_test_s3

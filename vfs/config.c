@@ -210,6 +210,8 @@ int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_
     c->spool_max = (uint64_t)n;
   }
   if ((v = param(uri, ctx, "spool", "LTVFS_SPOOL_DIR")) != NULL) c->spool_dir = v;
+  /* The Go VFS's write mode: a new machine takes over as primary in one open. */
+  if (vfs_write_mode()) c->bootstrap_restore = 1;
   if ((v = param(uri, ctx, "bootstrap", "LTVFS_BOOTSTRAP")) != NULL) {
     if (!strcasecmp(v, "restore")) c->bootstrap_restore = 1;
     else if (strcasecmp(v, "none") != 0)
@@ -239,5 +241,37 @@ int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_
       return ltx_error_set(err, LTX_ERR_ARG, "commit_timeout=%s: not a duration (ms, or 30s)", v);
     c->commit_timeout_ms = ms;
   }
+  return LTX_OK;
+}
+
+/* ---- the Go VFS's write mode on "litestream" ---- */
+
+int vfs_write_mode(void) {
+  const char *v = getenv("LITESTREAM_WRITE_ENABLED");
+  return v != NULL && parse_bool(v) == 1;
+}
+
+int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err) {
+  const char *url = getenv("LITESTREAM_REPLICA_URL"), *buffer = getenv("LITESTREAM_BUFFER_PATH");
+  vfs_config c;
+  char dir[2048];
+  int n;
+  if (url == NULL || *url == '\0')
+    return ltx_error_set(err, STORE_ERR_URL,
+                         "LITESTREAM_WRITE_ENABLED needs LITESTREAM_REPLICA_URL (the replica written)");
+  if (buffer != NULL && *buffer) {
+    n = snprintf(out, cap, "%s.ltvfs.db", buffer);
+  } else {
+    memset(&c, 0, sizeof c);
+    if (cache_root(NULL, NULL, &c, err) != LTX_OK) return err->code;
+    if (c.cache_root[0] == '\0')
+      return ltx_error_set(err, LTX_ERR_ARG,
+                           "LITESTREAM_WRITE_ENABLED with LITESTREAM_CACHE_DIR=off: set "
+                           "LITESTREAM_BUFFER_PATH to say where the local database lives");
+    if (cache_image_dir(c.cache_root, url, dir, sizeof dir) != 0)
+      return ltx_error_set(err, LTX_ERR_ARG, "cache directory for %s is too long", url);
+    n = snprintf(out, cap, "%s.primary.db", dir);
+  }
+  if (n < 0 || (size_t)n >= cap) return ltx_error_set(err, LTX_ERR_ARG, "local database path too long");
   return LTX_OK;
 }

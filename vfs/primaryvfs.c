@@ -543,6 +543,8 @@ out:
   return rc;
 }
 
+sqlite3_vfs *vfs_primary_vfs(void) { return g_base ? &g_vfs : NULL; }
+
 primary *vfs_primary_of(sqlite3 *db, const char *schema, const char **open_err) {
   sqlite3_file *pf = NULL;
   pv_file *p;

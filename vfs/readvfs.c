@@ -292,12 +292,19 @@ static int open_replica(lt_file *p, const char *zName, ltx_error *err) {
   return rc;
 }
 
+/* The Go VFS's write mode (LITESTREAM_WRITE_ENABLED=true): every file of
+** this VFS is the primary VFS's, on the local database that
+** lt_full_pathname named (vfs_write_mode_db_path). */
+static sqlite3_vfs *write_mode_vfs(void) { return vfs_write_mode() ? vfs_primary_vfs() : NULL; }
+
 static int lt_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int flags,
                    int *pOutFlags) {
   lt_file *p = (lt_file *)pf;
   ltx_error err = {0};
+  sqlite3_vfs *w = write_mode_vfs();
   int rc;
   (void)vfs;
+  if (w != NULL) return w->xOpen(w, zName, pf, flags, pOutFlags);
   if (!(flags & SQLITE_OPEN_MAIN_DB)) {
     if (flags & SQLITE_OPEN_WAL) {
       vfs_logf(REPLICA_LOG_ERROR, "%s: WAL mode is not available on a litestream replica", zName ? zName : "?");
@@ -322,7 +329,9 @@ static int lt_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
 }
 
 static int lt_delete(sqlite3_vfs *vfs, const char *zName, int syncDir) {
+  sqlite3_vfs *w = write_mode_vfs();
   (void)vfs;
+  if (w != NULL) return w->xDelete(w, zName, syncDir);
   return g_base->xDelete(g_base, zName, syncDir);
 }
 
@@ -332,7 +341,9 @@ static int ends_with(const char *z, const char *suffix) {
 }
 
 static int lt_access(sqlite3_vfs *vfs, const char *zName, int flags, int *pResOut) {
+  sqlite3_vfs *w = write_mode_vfs();
   (void)vfs;
+  if (w != NULL) return w->xAccess(w, zName, flags, pResOut);
   /* A replica has no journal or WAL: a stray local file of that name must
   ** not make SQLite attempt a hot-journal rollback or a WAL recovery. */
   if (ends_with(zName, "-journal") || ends_with(zName, "-wal")) {
@@ -344,6 +355,26 @@ static int lt_access(sqlite3_vfs *vfs, const char *zName, int flags, int *pResOu
 
 static int lt_full_pathname(sqlite3_vfs *vfs, const char *zName, int nOut, char *zOut) {
   (void)vfs;
+  if (vfs_write_mode() && zName && zName[0] && strcmp(zName, ":memory:") != 0) {
+    /* The name the application gave stands for the replica (as in the Go
+    ** VFS); what SQLite opens, and names its WAL and journal after, is the
+    ** local database. */
+    char path[4096], *slash;
+    ltx_error err = {0};
+    if (vfs_write_mode_db_path(path, sizeof path, &err) != LTX_OK) {
+      vfs_logf(REPLICA_LOG_ERROR, "litestream (write mode): %s", err.msg);
+      return SQLITE_CANTOPEN;
+    }
+    if ((slash = strrchr(path, '/')) != NULL) {
+      *slash = '\0';
+      if (cache_make_dirs(path, &err) != LTX_OK) {
+        vfs_logf(REPLICA_LOG_ERROR, "litestream (write mode): %s", err.msg);
+        return SQLITE_CANTOPEN;
+      }
+      *slash = '/';
+    }
+    return g_base->xFullPathname(g_base, path, nOut, zOut);
+  }
   return g_base->xFullPathname(g_base, zName, nOut, zOut);
 }
 
@@ -422,6 +453,10 @@ int vfs_register_vfs(void) {
     }
     g_base = base;
     g_vfs.szOsFile = base->szOsFile > (int)sizeof(lt_file) ? base->szOsFile : (int)sizeof(lt_file);
+    /* Write mode hands files to the primary VFS: room for its files too. */
+    rc = vfs_register_primary_vfs();
+    if (rc != SQLITE_OK) goto out;
+    if (vfs_primary_vfs()->szOsFile > g_vfs.szOsFile) g_vfs.szOsFile = vfs_primary_vfs()->szOsFile;
     g_vfs.mxPathname = base->mxPathname;
     replica_set_log(vfs_log);
     rc = sqlite3_vfs_register(&g_vfs, 0);

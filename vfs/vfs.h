@@ -39,6 +39,16 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err);
 ** bootstrap=restore, lease_ttl=, lease_renew=, close_timeout=,
 ** commit_timeout=. Strings point into what uri and getenv returned. */
 int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_error *err);
+/* The Go VFS's write mode: LITESTREAM_WRITE_ENABLED is true. Then the
+** "litestream" VFS hands its files to "litestream-primary" on a local
+** database (bootstrap=restore). */
+int vfs_write_mode(void);
+/* That local database's path: LITESTREAM_BUFFER_PATH + ".ltvfs.db", else
+** beside the replica's image under the cache root (CACHE_ROOT/<replica>.primary.db). */
+int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err);
+/* primaryvfs.c: the "litestream-primary" VFS (registered), for delegation. */
+struct sqlite3_vfs;
+struct sqlite3_vfs *vfs_primary_vfs(void);
 /* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
 long vfs_parse_duration_ms(const char *z);
 /* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes; -1

@@ -4,7 +4,8 @@
 #
 # A scripted workload runs through `litestream-primary` (the real sqlite3
 # shell, `.load libltvfs`, one process per step, sync_interval=0 so every
-# commit is its own TXID) in WAL mode and in rollback-journal mode, at page
+# commit is its own TXID) in WAL mode and in rollback-journal mode (and with
+# locking_mode=EXCLUSIVE in each), at page
 # sizes 1024, 4096 and 65536, into a file:// replica. The steps: schema with
 # a WITHOUT ROWID table, inserts with overflow pages, updates, deletes, an
 # index build, a rolled-back transaction (no TXID), a rolled-back
@@ -121,6 +122,10 @@ run_workload() {
   step mode-switch "INSERT INTO t(a) VALUES('m1'); PRAGMA journal_mode=$other; INSERT INTO t(a) VALUES('m2');
     PRAGMA journal_mode=truncate; INSERT INTO t(a) VALUES('m3'); PRAGMA journal_mode=persist;
     INSERT INTO t(a) VALUES('m4'); PRAGMA journal_mode=$mode; INSERT INTO t(a) VALUES('m5');"
+  before=$LAST_N
+  step exclusive "PRAGMA locking_mode=EXCLUSIVE; INSERT INTO t(a) VALUES('e1');
+    INSERT INTO t(a,b) SELECT 'e2', randomblob(5000) FROM generate_series(1,30); UPDATE t SET a='e3' WHERE a='e1';"
+  check "$tag exclusive: locking_mode=EXCLUSIVE, three TXIDs" "$LAST_N" "$((before + 3))"
   before=$LAST_N
   step five-commits "INSERT INTO t(a) VALUES('x1'); INSERT INTO t(a) VALUES('x2');
     INSERT INTO t(a) VALUES('x3'); UPDATE t SET a='x4' WHERE a='x1'; DELETE FROM t WHERE a='x2';"

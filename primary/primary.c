@@ -731,32 +731,47 @@ static void lose_lease(primary *p, const ltx_error *err) {
 }
 
 /* One round of the uploader: the lease, then every spooled file in order. */
+/* The lease and the uploader role are the thread's: it works on a copy and
+** publishes it under p->mu, which is where stats and writers read them. */
+static void publish_lease(primary *p, const lease *l, int uploader) {
+  pthread_mutex_lock(&p->mu);
+  p->lease = *l;
+  p->uploader = uploader;
+  pthread_mutex_unlock(&p->mu);
+}
+
 static void upload_round(primary *p) {
   ltx_error err;
   spool_state s;
   uint64_t next;
-  int rc;
+  lease l;
+  int rc, lost;
 
+  pthread_mutex_lock(&p->mu);
+  l = p->lease;
+  lost = p->lease_lost;
+  pthread_mutex_unlock(&p->mu);
   if (!p->uploader) {
     if (flock(p->upload_fd, LOCK_EX | LOCK_NB) != 0) return; /* another process of this host */
-    p->uploader = 1;
+    publish_lease(p, &l, 1);
   }
-  if (p->lease_lost) return;
-  if (!p->lease.held) {
-    rc = lease_acquire(p->st, &p->lease, p->owner, p->cfg.lease_ttl_ms, &err);
+  if (lost) return;
+  if (!l.held) {
+    rc = lease_acquire(p->st, &l, p->owner, p->cfg.lease_ttl_ms, &err);
     if (rc == PRIMARY_ERR_LEASE) {
       lose_lease(p, &err);
       return;
     }
     if (rc != LTX_OK) goto failed;
-  } else if (now_ms() >= p->lease.expires_ms - (p->cfg.lease_ttl_ms - p->cfg.lease_renew_ms)) {
-    rc = lease_renew(p->st, &p->lease, p->cfg.lease_ttl_ms, &err);
+    publish_lease(p, &l, 1);
+  } else if (now_ms() >= l.expires_ms - (p->cfg.lease_ttl_ms - p->cfg.lease_renew_ms)) {
+    rc = lease_renew(p->st, &l, p->cfg.lease_ttl_ms, &err);
     if (rc == PRIMARY_ERR_LEASE) {
       lose_lease(p, &err);
       return;
     }
     if (rc != LTX_OK) {
-      if (now_ms() >= p->lease.expires_ms) {
+      if (now_ms() >= l.expires_ms) {
         ltx_error_set(&err, PRIMARY_ERR_LEASE,
                       "the replica's lease expired before it could be renewed (%s)", err.msg);
         lose_lease(p, &err);
@@ -764,6 +779,7 @@ static void upload_round(primary *p) {
       }
       goto failed;
     }
+    publish_lease(p, &l, 1);
   }
   for (;;) {
     spool_lock(p->sp);
@@ -771,7 +787,7 @@ static void upload_round(primary *p) {
     spool_unlock(p->sp);
     if (rc != LTX_OK) goto failed;
     if (s.txid_uploaded >= s.txid_spooled) break;
-    if (now_ms() >= p->lease.expires_ms) break; /* renewed at the next round first */
+    if (now_ms() >= l.expires_ms) break; /* renewed at the next round first */
     next = s.txid_uploaded + 1;
     rc = upload_one(p, next, &err);
     if (rc == PRIMARY_ERR_CONFLICT) {

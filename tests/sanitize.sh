@@ -7,7 +7,8 @@
 #                              close while polling), check_s3 (coalesced
 #                              misses, poller backoff, close while S3 hangs),
 #                              vfs_invariant.sh (8 reader threads while the Go
-#                              VFS commits)
+#                              VFS commits), check_primary (the primary's
+#                              thread: capture, upload, lease)
 #   tests/sanitize.sh asan     AddressSanitizer + UBSan over the same suites and
 #                              check_ltx, check_store, check_cache
 #
@@ -19,9 +20,9 @@ cd "$(dirname "$0")/.."
 top=$PWD
 kind=${1:-tsan}
 case $kind in
-  tsan) flags="-fsanitize=thread -g -O1"; suites="check_replica check_hydrate check_s3" ;;
+  tsan) flags="-fsanitize=thread -g -O1"; suites="check_replica check_hydrate check_s3 check_primary" ;;
   asan) flags="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
-        suites="check_ltx check_store check_cache check_replica check_hydrate check_s3" ;;
+        suites="check_ltx check_store check_cache check_replica check_hydrate check_s3 check_primary" ;;
   *) echo "usage: tests/sanitize.sh tsan|asan" >&2; exit 2 ;;
 esac
 build=$top/build-$kind

@@ -55,6 +55,15 @@ int cache_restore(store *st, const store_plan *plan, const char *out_path, int r
 
 /* ---- snapshots (snapshot.c) ---- */
 
+/* An ltx_write_fn that writes everything to a file descriptor (retrying
+** short writes and EINTR), counting the bytes: for encoders that stream to
+** a file. */
+typedef struct cache_fd_sink {
+  int fd;
+  uint64_t written;
+} cache_fd_sink;
+int cache_fd_sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err);
+
 /* Encodes the database file open at db_fd (a consistent copy) as the LTX
 ** snapshot [1, txid] (flags 0x2, Litestream's format) and writes it to
 ** out_fd as it goes: bounded memory whatever the size. *out_header and

@@ -1,8 +1,10 @@
 /*
 ** snapshot.c: a database file as an LTX snapshot [1, txid], streamed.
 **
-** `ltvfs import` seeds a replica with it, and the primary's start-up
-** snapshot will too. The pages are read one at a time with pread and the
+** `ltvfs import` seeds a replica with it. (The primary's snapshots read
+** the database through its WAL instead: primary/primary.c.) Also the file
+** sink every streaming encoder here writes with (cache_fd_sink_write).
+** The pages are read one at a time with pread and the
 ** encoded file is written as it is produced, so a database of any size
 ** costs a page buffer, the encoder's page index (about 16 bytes a page)
 ** and nothing else.
@@ -21,13 +23,8 @@
 
 #include "cache/cache.h"
 
-typedef struct fd_sink {
-  int fd;
-  uint64_t written;
-} fd_sink;
-
-static int fd_sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
-  fd_sink *s = ctx;
+int cache_fd_sink_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
+  cache_fd_sink *s = ctx;
   size_t done = 0;
   while (done < n) {
     ssize_t w = write(s->fd, buf + done, n - done);
@@ -49,7 +46,7 @@ int cache_snapshot_encode(int db_fd, uint64_t txid, int64_t timestamp_ms, int ou
                           ltx_header *out_header, uint64_t *out_size, ltx_error *err) {
   ltx_encoder *enc = NULL;
   uint8_t *page = NULL, hdr[100];
-  fd_sink sink = {out_fd, 0};
+  cache_fd_sink sink = {out_fd, 0};
   struct stat sb;
   ltx_header h = {0};
   uint32_t lock;
@@ -73,7 +70,7 @@ int cache_snapshot_encode(int db_fd, uint64_t txid, int64_t timestamp_ms, int ou
   h.min_txid = 1;
   h.max_txid = txid;
   h.timestamp_ms = timestamp_ms;
-  rc = ltx_encoder_open(&enc, &h, fd_sink_write, &sink, err);
+  rc = ltx_encoder_open(&enc, &h, cache_fd_sink_write, &sink, err);
   if (rc != LTX_OK) goto out;
   page = malloc(h.page_size);
   if (page == NULL) {

@@ -47,6 +47,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache/cache.h"
 #include "primary/primary_int.h"
 
 #define STATE_SLOT 512
@@ -311,22 +312,6 @@ void spool_prune(spool *sp, uint64_t uploaded, uint64_t spooled) {
 
 /* ---- encoding a capture ---- */
 
-typedef struct fd_out {
-  int fd;
-} fd_out;
-
-static int fd_out_write(void *ctx, const uint8_t *buf, size_t n, ltx_error *err) {
-  fd_out *o = ctx;
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = write(o->fd, buf + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return ltx_error_set(err, PRIMARY_ERR_IO, "write: %s", strerror(errno));
-    done += (size_t)w;
-  }
-  return LTX_OK;
-}
-
 int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pages,
                     int64_t timestamp_ms, const page_src *pages, size_t n, int db_fd,
                     int wal_fd, uint64_t *size, ltx_error *err) {
@@ -334,7 +319,7 @@ int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pa
   ltx_encoder *enc = NULL;
   ltx_header h = {0};
   uint8_t *page = NULL;
-  fd_out o = {-1};
+  cache_fd_sink o = {-1, 0};
   struct stat s;
   int rc = LTX_OK;
 
@@ -355,7 +340,7 @@ int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pa
   h.commit = db_pages;
   h.min_txid = h.max_txid = txid;
   h.timestamp_ms = timestamp_ms;
-  rc = ltx_encoder_open(&enc, &h, fd_out_write, &o, err);
+  rc = ltx_encoder_open(&enc, &h, cache_fd_sink_write, &o, err);
   if (rc != LTX_OK) goto out;
   for (size_t i = 0; i < n; i++) {
     int fd = pages[i].from_wal ? wal_fd : db_fd;

@@ -236,3 +236,24 @@ uri_escape() {
   done
   printf '%s\n' "$out"
 }
+
+# ---- the primary's replicas (tests/primary_*.sh) ----
+# l0_contiguous URL: "N" when the L0 files of the replica are exactly
+# [1,1] .. [N,N] (from `ltvfs ls`), else what is wrong ("gap at K: T", or a
+# file that is not [T,T]). 0 for an empty or missing replica.
+l0_contiguous() {
+  "$LTVFS" ls "$1" 2>/dev/null | awk '$1 == "0" { print $2, $3 }' |
+    while read -r a b; do
+      [ "$a" == "$b" ] || echo "not-L0-shaped:$a-$b"
+      echo $((16#$a))
+    done | sort -n |
+    awk '{ k++; if ($1 != k) { print "gap at " k ": " $1; exit 1 } } END { print k + 0 }' || true
+}
+# require_python_ext: skips the test unless /usr/bin/python3's sqlite3
+# module can load extensions (the application the primary tests run).
+require_python_ext() {
+  /usr/bin/python3 -c 'import sqlite3; sqlite3.connect(":memory:").enable_load_extension(True)' 2>/dev/null || {
+    echo "# /usr/bin/python3 cannot load SQLite extensions: skipping"
+    exit 77
+  }
+}

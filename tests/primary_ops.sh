@@ -32,17 +32,10 @@ PY=/usr/bin/python3
 . "$srcdir/tests/lib_fixtures.sh"
 test_workdir primary_ops
 require_sqlite3
-$PY -c 'import sqlite3; sqlite3.connect(":memory:").enable_load_extension(True)' 2>/dev/null || {
-  echo "# $PY cannot load extensions: skipping"; exit 77; }
+require_python_ext
 export LITESTREAM_LOG_FILE=$WORK/ltvfs.log
 WRITER="$srcdir/tests/primary_writer.py"
 
-# l0_contiguous DIR: "N" when the L0 TXIDs of a file:// replica are 1..N.
-l0_contiguous() {
-  ls "$1/ltx/0" | sed -n 's/^\([0-9a-f]\{16\}\)-\([0-9a-f]\{16\}\)\.ltx$/\1 \2/p' |
-    while read -r a b; do [ "$a" == "$b" ] || echo "bad $a-$b"; echo $((16#$a)); done | sort -n |
-    awk '{ k++; if ($1 != k) { print "gap at " k ": " $1; exit 1 } } END { print k + 0 }' || true
-}
 same_pages() { # LABEL REPLICA_URL DB
   local copy=$WORK/copy.db
   cp "$3" "$copy"
@@ -65,16 +58,16 @@ wait_for() {
 # ---- ahead ----
 REP=$WORK/rep-ahead URL=file://$WORK/rep-ahead
 $PY "$WRITER" "$LIB" "$WORK/a.db" "$URL" "$WORK/ack-a" --commits 5 --params "&sync_interval=0" >/dev/null 2>&1
-na=$(l0_contiguous "$REP")
+na=$(l0_contiguous "$URL")
 check "ahead: primary A wrote TXIDs 1..N (the journal mode, the table, 5 commits)" "$na" 7
 "$SQLITE3" -batch "$WORK/b.db" "CREATE TABLE other(x); INSERT INTO other VALUES(1);"
 out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 1 2>&1) && rc=0 || rc=$?
 check "ahead: B's open is refused" "$rc" 1
 check_contains "ahead: the message names both TXIDs" "$out" "is at TXID 0000000000000007, ahead of this database (TXID 0000000000000000"
-check "ahead: nothing was written to the replica" "$(l0_contiguous "$REP")" 7
+check "ahead: nothing was written to the replica" "$(l0_contiguous "$URL")" 7
 out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 2 --params "&bootstrap=restore&sync_interval=0" 2>&1) && rc=0 || rc=$?
 check "ahead: bootstrap=restore opens" "$rc" 0
-check "ahead: B continued at TXID 8 (two commits: 8, 9)" "$(l0_contiguous "$REP")" 9
+check "ahead: B continued at TXID 8 (two commits: 8, 9)" "$(l0_contiguous "$URL")" 9
 same_pages "ahead" "$URL" "$WORK/b.db"
 check "ahead: B's database is the replica's (A's rows and B's)" \
   "$("$SQLITE3" -batch "$WORK/b.db" "SELECT count(*) > 5, (SELECT count(*) FROM sqlite_master WHERE name='other') FROM t")" "1|0"
@@ -95,7 +88,7 @@ for ((i = 1; i <= 20; i++)); do
 done
 check "race: exactly one of two hosts opened for writing, 20 times out of 20" "$wins" 20
 check "race: the other named the lease holder, 20 times" "$fails_named" 20
-check "race: the replica's TXIDs are contiguous (the first win: journal mode, table, commit; then a commit a win)" "$(l0_contiguous "$REP")" 22
+check "race: the replica's TXIDs are contiguous (the first win: journal mode, table, commit; then a commit a win)" "$(l0_contiguous "$URL")" 22
 
 # ---- takeover ----
 REP=$WORK/rep-take URL=file://$WORK/rep-take
@@ -106,20 +99,20 @@ wait_for "takeover: the primary opened" 30 grep -q opened "$WORK/take.out"
 wait_for "takeover: a few commits uploaded" 30 test -f "$REP/ltx/0/0000000000000003-0000000000000003.ltx"
 printf '{"owner":"intruder","generation":99,"expires":"2099-01-01T00:00:00Z","expires_ms":4070908800000}\n' >"$REP/lock.json.tmp"
 mv "$REP/lock.json.tmp" "$REP/lock.json"
-replaced_at=$(l0_contiguous "$REP")
+replaced_at=$(l0_contiguous "$URL")
 wait_for "takeover: the writer stopped" 30 grep -q "read ok" "$WORK/take.out"
 wait $take_pid && rc=0 || rc=$?
 out=$(cat "$WORK/take.out")
 check "takeover: the writer stopped with an error" "$rc" 3
 check_contains "takeover: the error says the lease was lost" "$out" "lost the replica's lease"
 check_contains "takeover: the database is still readable" "$out" "read ok"
-after=$(l0_contiguous "$REP")
+after=$(l0_contiguous "$URL")
 # It learns at its next renewal (lease_renew=300ms, a commit every 50 ms):
 # what it uploaded before that is bounded by the renewal interval.
 if [ "$after" -le $((replaced_at + 8)) ]; then ok "takeover: uploads stopped within a renewal interval ($replaced_at -> $after)"
 else notok "takeover: uploads went on after the lease was taken ($replaced_at -> $after)"; fi
 sleep 1
-check "takeover: nothing more was uploaded after the writer stopped" "$(l0_contiguous "$REP")" "$after"
+check "takeover: nothing more was uploaded after the writer stopped" "$(l0_contiguous "$URL")" "$after"
 check "takeover: lock.json is the intruder's" "$(grep -o '"owner":"[^"]*"' "$REP/lock.json")" '"owner":"intruder"'
 
 # ---- sync=remote ----
@@ -188,7 +181,7 @@ p2=$!
 wait $p1 && r1=0 || r1=$?
 wait $p2 && r2=0 || r2=$?
 check "writers: all three finished (python, python, shell)" "$r1 $r2 $r3" "0 0 0"
-n=$(l0_contiguous "$REP")
+n=$(l0_contiguous "$URL")
 if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 1 ]; then ok "writers: L0 TXIDs 1..$n, contiguous"; else notok "writers: L0 TXIDs: $n"; fi
 same_pages "writers" "$URL" "$DB"
 check "writers: every row of each writer is in the replica" \
@@ -212,7 +205,7 @@ check "again: the reader cached history A" "$first" "0000000000000006|$(sqlite3 
 rm -rf "$REP" "$WORK/again.db" "$WORK/again.db-ltvfs"
 "$SQLITE3" -batch "$WORK/again.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t VALUES(42, 'b');"
 $PY "$WRITER" "$LIB" "$WORK/again.db" "$URL" "$WORK/ack-again2" --commits 1 --params "&sync_interval=0" >/dev/null 2>&1
-nb=$(l0_contiguous "$REP")
+nb=$(l0_contiguous "$URL")
 check "again: history B is shorter than A" "$([ "$nb" -lt 6 ] && echo yes)" yes
 check "again: a warm reopen serves history B, not the cached A" \
   "$(reader "SELECT litestream_txid(), count(*), min(id) FROM t;")" \

@@ -46,25 +46,13 @@ prim() {
       "$LIB" "$db" "$url" "$params"; cat; } | timeout 120 "$SQLITE3" -batch -bail
 }
 
-# l0_txids URL: the L0 TXIDs of a replica (from `ltvfs ls`), one per line, ascending.
-l0_txids() {
-  "$LTVFS" ls "$1" 2>/dev/null | awk '$1 == "0" { print $2, $3 }' |
-    while read -r a b; do
-      [ "$a" == "$b" ] || echo "not-L0-shaped:$a-$b"
-      echo $((16#$a))
-    done | sort -n
-}
-
-# contiguous: stdin is 1..N.
-contiguous() { awk 'BEGIN { n = 0 } { n++; if ($1 != n) { print "gap at " n ": " $1; exit 1 } } END { print n }'; }
-
 dump_sha() { "$SQLITE3" -batch "$1" .dump </dev/null 2>&1 | sha256sum | cut -c1-16; }
 
 # check_state LABEL DB URL URI_URL: the checks after a step (URI_URL: the
 # URL as a file: URI parameter value).
 check_state() {
   local label=$1 db=$2 url=$3 uurl=$4 n want got copy=$WORK/copy.db
-  n=$(l0_txids "$url" | contiguous) || true
+  n=$(l0_contiguous "$url")
   if [[ "$n" =~ ^[0-9]+$ ]]; then ok "$label: L0 TXIDs 1..$n, contiguous"; else notok "$label: L0 TXIDs: $n"; fi
   LAST_N=$n
   # The primary's own database, copied so that nothing here touches it.

@@ -719,7 +719,21 @@ static int upload_one(primary *p, uint64_t txid, ltx_error *err) {
   return rc;
 }
 
+/* Records in the spool's state that this host lost the lease (msg) or
+** holds it again (msg NULL), for the host's other processes. */
+static void note_lease_in_state(primary *p, const char *msg) {
+  spool_state s;
+  ltx_error e2;
+  spool_lock(p->sp);
+  if (load_state(p, &s, &e2) == LTX_OK && (msg ? strcmp(s.lease_lost, msg) != 0 : s.lease_lost[0] != 0)) {
+    snprintf(s.lease_lost, sizeof s.lease_lost, "%s", msg ? msg : "");
+    spool_write_state(p->sp, &s, &e2);
+  }
+  spool_unlock(p->sp);
+}
+
 static void lose_lease(primary *p, const ltx_error *err) {
+  note_lease_in_state(p, err->msg);
   pthread_mutex_lock(&p->mu);
   if (!p->lease_lost)
     plog(REPLICA_LOG_ERROR, "%s: %s", p->db_path, err->msg);
@@ -764,6 +778,7 @@ static void upload_round(primary *p) {
     }
     if (rc != LTX_OK) goto failed;
     publish_lease(p, &l, 1);
+    note_lease_in_state(p, NULL);
   } else if (now_ms() >= l.expires_ms - (p->cfg.lease_ttl_ms - p->cfg.lease_renew_ms)) {
     rc = lease_renew(p->st, &l, p->cfg.lease_ttl_ms, &err);
     if (rc == PRIMARY_ERR_LEASE) {
@@ -848,6 +863,13 @@ static void refresh_usage(primary *p) {
   pthread_mutex_lock(&p->mu);
   p->spool_bytes = bytes;
   p->spool_files = files;
+  if (rc == LTX_OK && !p->uploader && (s.lease_lost[0] != 0) != p->lease_lost) {
+    /* The host's uploader lost the lease (this process stops writing too),
+    ** or holds it again. */
+    p->lease_lost = s.lease_lost[0] != 0;
+    if (p->lease_lost) snprintf(p->last_error, sizeof p->last_error, "%s", s.lease_lost);
+    pthread_cond_broadcast(&p->progress);
+  }
   if (rc == LTX_OK) {
     p->txid_spooled = s.txid_spooled;
     if (s.txid_uploaded > p->txid_uploaded) {
@@ -1189,6 +1211,7 @@ int primary_acquire(const primary_config *cfg, primary **out, ltx_error *err) {
     if (rc != LTX_OK) goto fail;
     rc = lease_acquire(p->st, &p->lease, s.owner[0] ? s.owner : p->owner, p->cfg.lease_ttl_ms, err);
     if (rc != LTX_OK) goto fail;
+    note_lease_in_state(p, NULL); /* the host holds it (again) */
   }
   rc = start_up(p, err);
   if (rc != LTX_OK) goto fail;

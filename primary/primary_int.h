@@ -89,6 +89,9 @@ typedef struct spool_state {
   wal_pos wal_prev;        /* the one before, sealed (restart not yet seen) */
   db_fingerprint fp;       /* when wal is none: the database as last captured */
   int64_t last_commit_ms;  /* timestamp of txid_spooled */
+  char lease_lost[200];    /* why this host lost the lease ("": it has not):
+                           ** the uploader says so here for the host's other
+                           ** processes, which then refuse writes too */
 } spool_state;
 
 typedef struct spool spool;

@@ -117,6 +117,8 @@ static void encode_state(const spool_state *s, uint8_t slot[STATE_SLOT]) {
   put64(&p, (uint64_t)s->fp.ctime_ns);
   put32(&p, s->fp.change_counter);
   put64(&p, (uint64_t)s->last_commit_ms);
+  memcpy(p, s->lease_lost, sizeof s->lease_lost);
+  p += sizeof s->lease_lost;
   {
     uint8_t *crc_at = slot + STATE_SLOT - 8;
     uint64_t crc = ltx_crc64(0, slot, STATE_SLOT - 8);
@@ -149,6 +151,8 @@ static int decode_state(const uint8_t slot[STATE_SLOT], spool_state *s) {
   s->fp.ctime_ns = (int64_t)get64(&p);
   s->fp.change_counter = get32(&p);
   s->last_commit_ms = (int64_t)get64(&p);
+  memcpy(s->lease_lost, p, sizeof s->lease_lost);
+  s->lease_lost[sizeof s->lease_lost - 1] = '\0';
   return 1;
 }
 

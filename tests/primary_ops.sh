@@ -96,6 +96,12 @@ $PY "$WRITER" "$LIB" "$WORK/take.db" "$URL" "$WORK/ack-take" --interval 0.05 --s
   --params "&sync_interval=0&lease_ttl=3s&lease_renew=300ms" >"$WORK/take.out" 2>&1 &
 take_pid=$!
 wait_for "takeover: the primary opened" 30 grep -q opened "$WORK/take.out"
+# A second process of the same host, writing the same database (it does not
+# upload: the first one does).
+$PY "$WRITER" "$LIB" "$WORK/take.db" "$URL" "$WORK/ack-take2" --interval 0.05 --stop-on-error --id-base 2 \
+  --params "&sync_interval=0&lease_ttl=3s&lease_renew=300ms" >"$WORK/take2.out" 2>&1 &
+take2_pid=$!
+wait_for "takeover: a second process of the host opened it too" 30 grep -q opened "$WORK/take2.out"
 wait_for "takeover: a few commits uploaded" 30 test -f "$REP/ltx/0/0000000000000003-0000000000000003.ltx"
 printf '{"owner":"intruder","generation":99,"expires":"2099-01-01T00:00:00Z","expires_ms":4070908800000}\n' >"$REP/lock.json.tmp"
 mv "$REP/lock.json.tmp" "$REP/lock.json"
@@ -103,6 +109,9 @@ replaced_at=$(l0_contiguous "$URL")
 wait_for "takeover: the writer stopped" 30 grep -q "read ok" "$WORK/take.out"
 wait $take_pid && rc=0 || rc=$?
 out=$(cat "$WORK/take.out")
+wait_for "takeover: the host's other process stopped writing too" 30 grep -q "read ok" "$WORK/take2.out"
+wait $take2_pid || true
+check_contains "takeover: it says why" "$(cat "$WORK/take2.out")" "lost the replica's lease"
 check "takeover: the writer stopped with an error" "$rc" 3
 check_contains "takeover: the error says the lease was lost" "$out" "lost the replica's lease"
 check_contains "takeover: the database is still readable" "$out" "read ok"

@@ -147,6 +147,11 @@ out:
 
 int ltx_compact(const ltx_source *inputs, size_t n, ltx_write_fn write, void *ctx,
                 ltx_header *out_header, ltx_error *err) {
+  return ltx_compact_as(inputs, n, 0, 0, write, ctx, out_header, err);
+}
+
+int ltx_compact_as(const ltx_source *inputs, size_t n, uint64_t min_txid, uint64_t max_txid,
+                   ltx_write_fn write, void *ctx, ltx_header *out_header, ltx_error *err) {
   int rc = LTX_OK;
   compact_input *in = NULL;
   ltx_encoder *enc = NULL;
@@ -195,8 +200,8 @@ int ltx_compact(const ltx_source *inputs, size_t n, ltx_write_fn write, void *ct
   oh.flags = nochecksum ? LTX_HEADER_FLAG_NO_CHECKSUM : 0;
   oh.page_size = ps;
   oh.commit = in[n - 1].hdr.commit;
-  oh.min_txid = in[0].hdr.min_txid;
-  oh.max_txid = in[n - 1].hdr.max_txid;
+  oh.min_txid = min_txid ? min_txid : in[0].hdr.min_txid;
+  oh.max_txid = max_txid ? max_txid : in[n - 1].hdr.max_txid;
   oh.timestamp_ms = in[n - 1].hdr.timestamp_ms;
   oh.pre_apply_checksum = nochecksum ? 0 : in[0].hdr.pre_apply_checksum;
 

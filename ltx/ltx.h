@@ -299,5 +299,10 @@ typedef struct ltx_source {
 ** indexes plus one page. */
 int ltx_compact(const ltx_source *inputs, size_t n, ltx_write_fn write, void *ctx,
                 ltx_header *out_header, ltx_error *err);
+/* ltx_compact, with the output's TXIDs given (non-zero) instead of taken
+** from the inputs: the primary merges the captures of one sync interval,
+** numbered by its spool, into the one L0 file [T, T] that goes up. */
+int ltx_compact_as(const ltx_source *inputs, size_t n, uint64_t min_txid, uint64_t max_txid,
+                   ltx_write_fn write, void *ctx, ltx_header *out_header, ltx_error *err);
 
 #endif /* LTVFS_LTX_H */

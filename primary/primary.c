@@ -234,11 +234,14 @@ static int record_capture(capture_ctx *c, uint64_t txid, uint32_t db_pages, uint
 ** the committed WAL frames) as the next TXID. A checkpoint running meanwhile
 ** can only copy committed frames, so pages read from the database are
 ** right unless a commit landed during the read: then it is done again. */
+static int merge_segments(capture_ctx *c, ltx_error *err);
+
 static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
   primary *p = c->p;
   page_src *pages = NULL;
   size_t n = 0;
-  int rc = LTX_OK;
+  int rc = merge_segments(c, err); /* what came before keeps its place */
+  if (rc != LTX_OK) return rc;
   for (int attempt = 0; attempt < SNAPSHOT_ATTEMPTS; attempt++) {
     wal_scan sc = {0}, again = {0};
     uint32_t ps, db_pages, lock;
@@ -301,7 +304,7 @@ static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
     for (size_t i = 0; i < n; i++)
       if (!pages[i].from_wal) pages[i].at = (off_t)(pages[i].pgno - 1) * ps;
     wal_scan_free(&sc);
-    rc = spool_write_ltx(p->sp, txid, ps, db_pages, ts, pages, n, p->db_fd, c->wal_fd, &size, err);
+    rc = spool_write_ltx(p->sp, 0, txid, ps, db_pages, ts, pages, n, p->db_fd, c->wal_fd, &size, err);
     if (rc != LTX_OK) goto out;
     /* Did a commit land while the pages were read? */
     if (c->have_wal) {
@@ -356,6 +359,8 @@ static int capture_frames(capture_ctx *c, ltx_error *err) {
   if (rc == PRIMARY_ERR_WAL) return capture_snapshot(c, err->msg, err);
   if (rc != LTX_OK) return rc;
   if (sc.n_commits == 0) goto out;
+  rc = merge_segments(c, err); /* rollback-mode commits before these frames */
+  if (rc != LTX_OK) goto out;
   pages = malloc(sc.n_frames * sizeof *pages);
   if (pages == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
@@ -375,7 +380,7 @@ static int capture_frames(capture_ctx *c, ltx_error *err) {
       n++;
     }
     n = dedup_pages(pages, n, cm->db_pages, c->wh.page_size);
-    rc = spool_write_ltx(p->sp, txid, c->wh.page_size, cm->db_pages, ts, pages, n, p->db_fd,
+    rc = spool_write_ltx(p->sp, 0, txid, c->wh.page_size, cm->db_pages, ts, pages, n, p->db_fd,
                          c->wal_fd, &size, err);
     if (rc != LTX_OK) goto out;
     c->s->page_size = c->wh.page_size;
@@ -387,6 +392,94 @@ static int capture_frames(capture_ctx *c, ltx_error *err) {
 out:
   free(pages);
   wal_scan_free(&sc);
+  return rc;
+}
+
+/* The next segment number: segments are numbered by the spool from 2 up
+** (never 1: an LTX file with min TXID 1 must be a snapshot). */
+static uint64_t segments_next(const spool_state *s) {
+  return s->seg_next >= 2 ? s->seg_next : 2;
+}
+
+typedef struct fd_source {
+  int fd;
+} fd_source;
+
+static int fd_source_read(void *ctx, uint64_t off, uint8_t *buf, size_t n, ltx_error *err) {
+  fd_source *f = ctx;
+  ssize_t got = pread(f->fd, buf, n, (off_t)off);
+  if (got != (ssize_t)n)
+    return ltx_error_set(err, PRIMARY_ERR_IO, "read a segment: %s", got < 0 ? strerror(errno) : "short");
+  return LTX_OK;
+}
+
+/* The rollback-mode commits of the interval (segments seg_first..seg_next)
+** as one L0 file, the next TXID: the newest version of each page, pages a
+** later shrink cut off dropped (ltx_compact's rules). Every capture starts
+** with this, so TXIDs keep the order of the commits. */
+static int merge_segments(capture_ctx *c, ltx_error *err) {
+  primary *p = c->p;
+  spool_state *s = c->s;
+  size_t n = s->seg_first >= 2 && s->seg_next > s->seg_first ? (size_t)(s->seg_next - s->seg_first) : 0;
+  ltx_source *in = NULL;
+  fd_source *fds = NULL;
+  char path[4200], tmp[4300];
+  cache_fd_sink out = {-1, 0};
+  ltx_header h;
+  uint64_t txid = s->txid_spooled + 1;
+  int rc = LTX_OK;
+
+  if (n == 0) return LTX_OK;
+  in = calloc(n, sizeof *in);
+  fds = calloc(n, sizeof *fds);
+  if (in == NULL || fds == NULL) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) fds[i].fd = -1;
+  for (size_t i = 0; i < n; i++) {
+    struct stat sb;
+    spool_segment_path(p->sp, s->seg_first + i, path, sizeof path);
+    fds[i].fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fds[i].fd < 0 || fstat(fds[i].fd, &sb) != 0) {
+      rc = ltx_error_set(err, PRIMARY_ERR_IO, "open %s: %s", path, strerror(errno));
+      goto out;
+    }
+    in[i].read_at = fd_source_read;
+    in[i].ctx = &fds[i];
+    in[i].size = (uint64_t)sb.st_size;
+  }
+  spool_file_path(p->sp, txid, path, sizeof path);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  out.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out.fd < 0) {
+    rc = ltx_error_set(err, PRIMARY_ERR_IO, "create %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  rc = ltx_compact_as(in, n, txid, txid, cache_fd_sink_write, &out, &h, err);
+  if (rc != LTX_OK) {
+    ltx_error_prefix(err, "merge %zu segments into TXID %016" PRIx64, n, txid);
+    goto out;
+  }
+  if (rename(tmp, path) != 0) {
+    rc = ltx_error_set(err, PRIMARY_ERR_IO, "rename %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  /* The segments' bytes leave the count as the merged file's enter it. */
+  pthread_mutex_lock(&p->mu);
+  for (size_t i = 0; i < n; i++) p->spool_bytes = p->spool_bytes > in[i].size ? p->spool_bytes - in[i].size : 0;
+  pthread_mutex_unlock(&p->mu);
+  s->seg_first = s->seg_next;
+  rc = record_capture(c, txid, h.commit, out.written, h.timestamp_ms, err);
+  if (rc == LTX_OK) spool_prune_segments(p->sp, s->seg_first, s->seg_next);
+out:
+  if (out.fd >= 0) close(out.fd);
+  if (rc != LTX_OK) unlink(tmp);
+  if (fds)
+    for (size_t i = 0; i < n; i++)
+      if (fds[i].fd >= 0) close(fds[i].fd);
+  free(fds);
+  free(in);
   return rc;
 }
 
@@ -415,11 +508,16 @@ static int hot_journal_possible(primary *p) {
 ** the file. Without it (the background thread, the open) the checks that
 ** read the database file as a whole are left to the next hook: in rollback
 ** mode the file is consistent only under SQLite's lock. WAL mode needs no
-** lock: the database file only ever receives committed frames. */
-static int capture_locked(primary *p, spool_state *s, int held, ltx_error *err) {
+** lock: the database file only ever receives committed frames.
+** flush: the sync interval is over: rollback-mode segments become a TXID
+** even when nothing else is captured (a capture of anything else merges
+** them first in any case, so TXIDs keep the commits' order). */
+static int capture_locked(primary *p, spool_state *s, int held, int flush, ltx_error *err) {
   capture_ctx c = {p, s, -1, {0}, 0};
   db_fingerprint fp;
-  int rc = open_wal(&c, err);
+  int rc = flush ? merge_segments(&c, err) : LTX_OK;
+  if (rc != LTX_OK) return rc;
+  rc = open_wal(&c, err);
   if (rc != LTX_OK) goto out;
   pthread_mutex_lock(&p->mu);
   if (p->need_snapshot && held) {
@@ -494,7 +592,7 @@ static int load_state(primary *p, spool_state *s, ltx_error *err) {
   return rc;
 }
 
-static int capture(primary *p, int held, ltx_error *err) {
+static int capture(primary *p, int held, int flush, ltx_error *err) {
   spool_state s;
   int rc;
   pthread_mutex_lock(&p->mu);
@@ -503,7 +601,7 @@ static int capture(primary *p, int held, ltx_error *err) {
   pthread_mutex_unlock(&p->mu);
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
-  if (rc == LTX_OK) rc = capture_locked(p, &s, held, err);
+  if (rc == LTX_OK) rc = capture_locked(p, &s, held, flush, err);
   spool_unlock(p->sp);
   return rc;
 }
@@ -524,7 +622,7 @@ int primary_wal_will_reset(primary *p, const uint8_t *new_header, ltx_error *err
   int rc;
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
-  if (rc == LTX_OK) rc = capture_locked(p, &s, 1, err);
+  if (rc == LTX_OK) rc = capture_locked(p, &s, 1, 1, err);
   if (rc == LTX_OK) {
     /* Sealed: every commit of this WAL is captured. The state names the
     ** generation that follows before SQLite starts writing it. */
@@ -561,6 +659,7 @@ int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_
   if (rc != LTX_OK) goto out;
   pthread_mutex_lock(&p->mu);
   if (p->need_snapshot || s.txid_spooled == 0 || s.wal.salt1 != 0 || s.wal.salt2 != 0) {
+
     /* Changed outside before this transaction, never captured, or coming
     ** out of WAL mode without a seal: the whole database. */
     p->need_snapshot = 0;
@@ -591,10 +690,28 @@ int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_
     pages[i].at = (off_t)(pgnos[i] - 1) * ps;
   }
   n = dedup_pages(pages, n, db_pages, ps);
-  rc = spool_write_ltx(p->sp, s.txid_spooled + 1, ps, db_pages, ts, pages, n, p->db_fd, -1, &size,
-                       err);
-  if (rc != LTX_OK) goto out;
   s.page_size = ps;
+  if (p->cfg.sync_interval_ms > 0) {
+    /* Batching: a segment now (before the next writer), merged with the
+    ** interval's others into one TXID by the thread (merge_segments). */
+    uint64_t seq = segments_next(&s);
+    rc = spool_write_ltx(p->sp, 1, seq, ps, db_pages, ts, pages, n, p->db_fd, -1, &size, err);
+    if (rc != LTX_OK) goto out;
+    if (s.seg_first == 0) s.seg_first = seq;
+    s.seg_next = seq + 1;
+    rc = db_fingerprint_read(p->db_fd, &s.fp, err);
+    if (rc == LTX_OK) rc = spool_write_state(p->sp, &s, err);
+    if (rc == LTX_OK) {
+      pthread_mutex_lock(&p->mu);
+      p->spool_bytes += size;
+      p->captures++;
+      pthread_mutex_unlock(&p->mu);
+    }
+    goto out;
+  }
+  rc = spool_write_ltx(p->sp, 0, s.txid_spooled + 1, ps, db_pages, ts, pages, n, p->db_fd, -1,
+                       &size, err);
+  if (rc != LTX_OK) goto out;
   rc = db_fingerprint_read(p->db_fd, &s.fp, err);
   if (rc == LTX_OK) rc = record_capture(&c, s.txid_spooled + 1, db_pages, size, ts, err);
 out:
@@ -648,12 +765,12 @@ int primary_write_allowed(primary *p, int rollback_mode, ltx_error *err) {
     /* Under SQLite's RESERVED lock the file is whole: the check for changes
     ** made outside the VFS (a snapshot now, before this transaction). */
     ltx_error e2;
-    if (capture(p, 1, &e2) != LTX_OK) set_last_error(p, &e2);
+    if (capture(p, 1, 0, &e2) != LTX_OK) set_last_error(p, &e2);
   }
   return rc;
 }
 
-int primary_check(primary *p, ltx_error *err) { return capture(p, 1, err); }
+int primary_check(primary *p, ltx_error *err) { return capture(p, 1, 0, err); }
 
 /* ---- upload ---- */
 
@@ -902,7 +1019,7 @@ static void *primary_thread(void *arg) {
         pthread_mutex_lock(&p->mu);
         p->flush_now = 0;
         pthread_mutex_unlock(&p->mu);
-        rc = capture(p, 0, &err);
+        rc = capture(p, 0, 1, &err);
         if (rc != LTX_OK) {
           plog(REPLICA_LOG_WARN, "%s: capture: %s", p->db_path, err.msg);
           set_last_error(p, &err);
@@ -964,7 +1081,7 @@ static int wait_uploaded(primary *p, uint64_t target, long timeout_ms, ltx_error
 }
 
 int primary_sync(primary *p, long timeout_ms, ltx_error *err) {
-  int rc = capture(p, 0, err);
+  int rc = capture(p, 0, 1, err);
   uint64_t target;
   if (rc != LTX_OK) return rc;
   pthread_mutex_lock(&p->mu);
@@ -1090,6 +1207,7 @@ static int start_up(primary *p, ltx_error *err) {
     s.page_size = db_header_page_size(p->db_fd);
   }
   spool_prune(p->sp, s.txid_uploaded, s.txid_spooled);
+  spool_prune_segments(p->sp, s.seg_first, s.seg_next);
   rc = spool_write_state(p->sp, &s, err);
   if (rc != LTX_OK) goto out;
   p->txid_spooled = s.txid_spooled;
@@ -1219,7 +1337,7 @@ int primary_acquire(const primary_config *cfg, primary **out, ltx_error *err) {
     /* Commits a crash left uncaptured, and changes made outside the VFS,
     ** are taken now, before SQLite writes anything new. */
     ltx_error cerr;
-    if (capture(p, 0, &cerr) != LTX_OK) {
+    if (capture(p, 0, 1, &cerr) != LTX_OK) {
       plog(REPLICA_LOG_WARN, "%s: capture at open: %s (retried in the background)", p->db_path,
            cerr.msg);
       set_last_error(p, &cerr);

@@ -89,6 +89,8 @@ typedef struct spool_state {
   wal_pos wal_prev;        /* the one before, sealed (restart not yet seen) */
   db_fingerprint fp;       /* when wal is none: the database as last captured */
   int64_t last_commit_ms;  /* timestamp of txid_spooled */
+  uint64_t seg_first, seg_next; /* rollback-mode captures of this sync
+                           ** interval not merged into a TXID yet: seg/[first, next) */
   char lease_lost[200];    /* why this host lost the lease ("": it has not):
                            ** the uploader says so here for the host's other
                            ** processes, which then refuse writes too */
@@ -108,6 +110,10 @@ int spool_write_state(spool *sp, spool_state *st, ltx_error *err);
 const char *spool_dir(const spool *sp);
 /* Path of the spooled file of txid. */
 void spool_file_path(const spool *sp, uint64_t txid, char *buf, size_t cap);
+/* Path of the rollback-mode capture (segment) seq. */
+void spool_segment_path(const spool *sp, uint64_t seq, char *buf, size_t cap);
+/* Removes segments outside [first, next). */
+void spool_prune_segments(spool *sp, uint64_t first, uint64_t next);
 /* Bytes and files in the spool waiting for upload. */
 void spool_usage(spool *sp, uint64_t *bytes, uint64_t *files);
 /* Removes spooled files above txid (captured but never recorded) and at or
@@ -127,8 +133,9 @@ typedef struct page_src {
 
 /* Encodes pages (ascending pgno, unique) as the L0 file [txid, txid] with
 ** commit db_pages into the spool (renamed into place, not synced: see
-** spool.c). Returns its size in *size. */
-int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pages,
+** spool.c), or with segment set as the segment txid (a capture to be
+** merged). Returns its size in *size. */
+int spool_write_ltx(spool *sp, int segment, uint64_t txid, uint32_t page_size, uint32_t db_pages,
                     int64_t timestamp_ms, const page_src *pages, size_t n, int db_fd,
                     int wal_fd, uint64_t *size, ltx_error *err);
 

@@ -8,6 +8,9 @@
 **   lock             flock'd by whoever changes the spool (spool_lock)
 **   upload.lock      flock'd by the one process of this host that uploads
 **   ltx/%016x.ltx    captured L0 files [T, T] waiting for upload
+**   seg/%016x.ltx    rollback-mode commits of the current sync interval,
+**                    numbered by the spool (state: seg_first..seg_next),
+**                    merged into one L0 file when the interval ends
 **
 ** Crash safety, the order of writes for one capture (spool_write_ltx and
 ** its caller in primary.c):
@@ -117,6 +120,8 @@ static void encode_state(const spool_state *s, uint8_t slot[STATE_SLOT]) {
   put64(&p, (uint64_t)s->fp.ctime_ns);
   put32(&p, s->fp.change_counter);
   put64(&p, (uint64_t)s->last_commit_ms);
+  put64(&p, s->seg_first);
+  put64(&p, s->seg_next);
   memcpy(p, s->lease_lost, sizeof s->lease_lost);
   p += sizeof s->lease_lost;
   {
@@ -151,6 +156,8 @@ static int decode_state(const uint8_t slot[STATE_SLOT], spool_state *s) {
   s->fp.ctime_ns = (int64_t)get64(&p);
   s->fp.change_counter = get32(&p);
   s->last_commit_ms = (int64_t)get64(&p);
+  s->seg_first = get64(&p);
+  s->seg_next = get64(&p);
   memcpy(s->lease_lost, p, sizeof s->lease_lost);
   s->lease_lost[sizeof s->lease_lost - 1] = '\0';
   return 1;
@@ -187,6 +194,9 @@ int spool_open(const char *dir, spool **out, ltx_error *err) {
   rc = mkdir_private(dir, err);
   if (rc != LTX_OK) goto out;
   snprintf(path, sizeof path, "%s/ltx", dir);
+  rc = mkdir_private(path, err);
+  if (rc != LTX_OK) goto out;
+  snprintf(path, sizeof path, "%s/seg", dir);
   rc = mkdir_private(path, err);
   if (rc != LTX_OK) goto out;
   snprintf(path, sizeof path, "%s/lock", dir);
@@ -267,6 +277,10 @@ void spool_file_path(const spool *sp, uint64_t txid, char *buf, size_t cap) {
   snprintf(buf, cap, "%s/ltx/%016llx.ltx", sp->dir, (unsigned long long)txid);
 }
 
+void spool_segment_path(const spool *sp, uint64_t seq, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/seg/%016llx.ltx", sp->dir, (unsigned long long)seq);
+}
+
 /* The TXID a spooled file's name gives, 0 when it is not one. */
 static uint64_t spooled_txid(const char *name) {
   char hex[17];
@@ -279,20 +293,39 @@ static uint64_t spooled_txid(const char *name) {
 }
 
 void spool_usage(spool *sp, uint64_t *bytes, uint64_t *files) {
+  static const char *const kDirs[] = {"ltx", "seg"};
+  *bytes = *files = 0;
+  for (size_t k = 0; k < 2; k++) {
+    char path[4096];
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "%s/%s", sp->dir, kDirs[k]);
+    d = opendir(path);
+    if (d == NULL) continue;
+    while ((e = readdir(d)) != NULL) {
+      struct stat s;
+      if (spooled_txid(e->d_name) == 0) continue;
+      if (fstatat(dirfd(d), e->d_name, &s, 0) == 0) {
+        *bytes += (uint64_t)s.st_size;
+        (*files)++;
+      }
+    }
+    closedir(d);
+  }
+}
+
+void spool_prune_segments(spool *sp, uint64_t first, uint64_t next) {
   char path[4096];
   DIR *d;
   struct dirent *e;
-  *bytes = *files = 0;
-  snprintf(path, sizeof path, "%s/ltx", sp->dir);
+  snprintf(path, sizeof path, "%s/seg", sp->dir);
   d = opendir(path);
   if (d == NULL) return;
   while ((e = readdir(d)) != NULL) {
-    struct stat s;
-    if (spooled_txid(e->d_name) == 0) continue;
-    if (fstatat(dirfd(d), e->d_name, &s, 0) == 0) {
-      *bytes += (uint64_t)s.st_size;
-      (*files)++;
-    }
+    uint64_t seq = spooled_txid(e->d_name);
+    size_t len = strlen(e->d_name);
+    int stale_tmp = len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0;
+    if (stale_tmp || (seq != 0 && (seq < first || seq >= next))) unlinkat(dirfd(d), e->d_name, 0);
   }
   closedir(d);
 }
@@ -316,7 +349,7 @@ void spool_prune(spool *sp, uint64_t uploaded, uint64_t spooled) {
 
 /* ---- encoding a capture ---- */
 
-int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pages,
+int spool_write_ltx(spool *sp, int segment, uint64_t txid, uint32_t page_size, uint32_t db_pages,
                     int64_t timestamp_ms, const page_src *pages, size_t n, int db_fd,
                     int wal_fd, uint64_t *size, ltx_error *err) {
   char path[4096], tmp[4200];
@@ -327,7 +360,8 @@ int spool_write_ltx(spool *sp, uint64_t txid, uint32_t page_size, uint32_t db_pa
   struct stat s;
   int rc = LTX_OK;
 
-  spool_file_path(sp, txid, path, sizeof path);
+  if (segment) spool_segment_path(sp, txid, path, sizeof path);
+  else spool_file_path(sp, txid, path, sizeof path);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (o.fd < 0) {

@@ -42,7 +42,8 @@ export LITESTREAM_LOG_FILE=$WORK/ltvfs.log
 # prim DB URL [PARAMS] < SQL: the SQL through litestream-primary, one process.
 prim() {
   local db=$1 url=$2 params=${3:-}
-  { printf '.load %s\n.open file:%s?vfs=litestream-primary&replica=%s&sync_interval=0%s\n' \
+  # PARAMS first: SQLite takes a parameter's first occurrence.
+  { printf '.load %s\n.open file:%s?vfs=litestream-primary&replica=%s%s&sync_interval=0\n' \
       "$LIB" "$db" "$url" "$params"; cat; } | timeout 120 "$SQLITE3" -batch -bail
 }
 
@@ -79,7 +80,7 @@ run_workload() {
   uurl=$(uri_escape "$url")
   [ "$mode" == wal ] && other=delete || other=wal
   step() { # step NAME SQL
-    prim "$db" "$uurl" <<<"$2" >"$WORK/step.out" 2>&1 || { notok "$tag $1: the step failed"; diag <"$WORK/step.out"; }
+    prim "$db" "$uurl" "${STEP_PARAMS:-}" <<<"$2" >"$WORK/step.out" 2>&1 || { notok "$tag $1: the step failed"; diag <"$WORK/step.out"; }
     check_state "$tag $1" "$db" "$url" "$uurl"
   }
   step schema "PRAGMA page_size=$ps; PRAGMA journal_mode=$mode;
@@ -118,6 +119,11 @@ run_workload() {
   step five-commits "INSERT INTO t(a) VALUES('x1'); INSERT INTO t(a) VALUES('x2');
     INSERT INTO t(a) VALUES('x3'); UPDATE t SET a='x4' WHERE a='x1'; DELETE FROM t WHERE a='x2';"
   check "$tag five-commits: five TXIDs" "$LAST_N" "$((before + 5))"
+  # Batching: twenty commits within one sync interval are one TXID.
+  before=$LAST_N
+  STEP_PARAMS="&sync_interval=1h" step batched \
+    "$(for i in $(seq 1 20); do printf "INSERT INTO t(a) VALUES('b%d'); " "$i"; done)"
+  check "$tag batched: twenty commits in one sync interval, one TXID" "$LAST_N" "$((before + 1))"
   # Changed outside the VFS: plain sqlite3 writes the database.
   "$SQLITE3" -batch "$db" "INSERT INTO t(a) VALUES('outside'); UPDATE w SET v=0;" </dev/null
   before=$LAST_N

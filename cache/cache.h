@@ -103,6 +103,11 @@ int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err);
 /* 1 and page pgno into out when the image holds it at version (the file
 ** the reader's view names for it) and its bytes pass their CRC; else 0. */
 int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out);
+/* Checks the CRC of held pages [pgno, pgno + n) that this process has not
+** read or written yet, so that readers find them checked; a page that
+** fails is no longer held. Returns the page after the last one looked at
+** (past the record: fewer). */
+uint32_t cache_image_check(cache_image *im, uint32_t pgno, uint32_t n);
 /* Whether the image holds page pgno at version (no read, no CRC check). */
 int cache_image_holds(cache_image *im, uint32_t pgno, const store_ltx_file *version);
 /* Whether the image would take page pgno of version (the map names it and

@@ -54,6 +54,7 @@
                                      ** much memory: one batch being written) */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
+#define CHECK_PAGES 2048             /* pages the CRC check pass takes at a time */
 #define DISK_RESERVE (64u << 20)     /* free space the image never takes (or 1/16
                                      ** of a smaller file system) */
 
@@ -630,6 +631,7 @@ static void hydrator_work(replica *r) {
   int stuck = 0;             /* a pass fetched pages but the image took none */
   int fits = -1;             /* the map fits the budget (-1: not checked yet) */
   int failures = 0;
+  uint32_t check_next = 1;   /* the next page whose CRC the check pass looks at */
   pthread_mutex_lock(&r->mutex);
   while (!r->stop) {
     ltx_error err = {0};
@@ -713,6 +715,15 @@ static void hydrator_work(replica *r) {
       }
       pthread_mutex_unlock(&r->mutex);
       step_free(step);
+    } else if (r->img_view && check_next <= r->img_meta.commit) {
+      /* Pages an earlier process left: their CRCs checked here, on this
+      ** thread, so that readers find them checked (a reader checks a page
+      ** it reads first; both is harmless). */
+      pthread_mutex_unlock(&r->mutex);
+      uint32_t at = cache_image_check(r->img, check_next, CHECK_PAGES);
+      check_next = at > check_next ? at : UINT32_MAX; /* past the record: done */
+      pthread_mutex_lock(&r->mutex);
+      continue;
     } else if (r->cfg.hydrate && r->img_view && fits < 0) {
       uint64_t commit = r->img_view->commit;
       uint32_t ps = r->img_view->page_size;

@@ -200,11 +200,13 @@ out:
 
 /* ---- reading ---- */
 
-/* The view to read from: v, or what replaced it after a file vanished. */
+/* The view to read from: v, or what replaced it after a file vanished. No
+** lock: a replacement is set once (under r->mutex) and never changes, and
+** the view holds a reference to it. */
 static replica_view *resolve(replica *r, replica_view *v) {
-  pthread_mutex_lock(&r->mutex);
-  while (v->replacement) v = v->replacement;
-  pthread_mutex_unlock(&r->mutex);
+  replica_view *next;
+  (void)r;
+  while ((next = atomic_load_explicit(&v->replacement, memory_order_acquire)) != NULL) v = next;
   return v;
 }
 
@@ -408,7 +410,7 @@ int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
   }
   pthread_mutex_lock(&r->mutex);
   if (cur->replacement == NULL) {
-    cur->replacement = fresh;
+    atomic_store_explicit(&cur->replacement, fresh, memory_order_release);
     if (r->latest == cur) {
       replica_view_ref(fresh);
       rp_publish(r, fresh);

@@ -78,7 +78,8 @@ struct replica_view {
   rp_file **files;              /* every file a slot may name (refs held) */
   size_t nfiles, cap_files;
   size_t files_after_prune;     /* nfiles after the last prune */
-  replica_view *replacement;    /* same TXID rebuilt after a file vanished */
+  _Atomic(replica_view *) replacement; /* same TXID rebuilt after a file vanished:
+                                ** set once under r->mutex, read without it */
 };
 
 typedef struct rp_inflight {

@@ -152,18 +152,29 @@ static void check_view(replica *r, replica_view *v) {
   free(img);
 }
 
-/* The image file of r equals the restore at txid, page for page. */
-static void check_image_file(replica *r, uint64_t txid) {
+/* The image file of r equals the restore at txid, page for page. While the
+** image is open a shrink punches the tail rather than cutting the file (it
+** is mapped): whatever lies past the restore's end reads as zeros and holds
+** no blocks. The path of the image file goes to path (may be NULL). */
+static void check_image_file(replica *r, uint64_t txid, char *path_out, size_t cap) {
   replica_stat s;
   char path[sizeof(s.image_dir) + 16];
   size_t n = 0, m = 0;
+  struct stat sb;
   replica_stats(r, &s);
   snprintf(path, sizeof(path), "%s/image", s.image_dir);
+  if (path_out) snprintf(path_out, cap, "%s", path);
   uint8_t *img = tu_read_file(path, &n), *want = restored(txid, &m);
   ck_assert_ptr_nonnull(img);
-  ck_assert_uint_eq(n, m);
-  for (size_t off = 0; off < n; off += 4096)
+  ck_assert_uint_ge(n, m);
+  for (size_t off = 0; off < m; off += 4096)
     ck_assert_msg(memcmp(img + off, want + off, 4096) == 0, "image page %zu differs", off / 4096 + 1);
+  for (size_t off = m; off < n; off++)
+    ck_assert_msg(img[off] == 0, "byte %zu past the database's end is not zero", off);
+  ck_assert_int_eq(stat(path, &sb), 0);
+  ck_assert_msg((uint64_t)sb.st_blocks * 512 <= m + (64u << 10),
+                "the image takes %llu bytes of disk for %zu bytes of pages",
+                (unsigned long long)sb.st_blocks * 512, m);
   free(img);
   free(want);
 }
@@ -200,6 +211,8 @@ START_TEST(test_read_through_then_warm_reopen_reads_nothing) {
 END_TEST
 
 START_TEST(test_hydration_equals_restore_and_follows_new_files) {
+  char image_path[sizeof(((replica_stat *)0)->image_dir) + 16];
+  struct stat sb;
   replica_config cfg = cfg_with(1);
   replica *r = NULL;
   replica_view *v = NULL;
@@ -210,7 +223,7 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
   replica_view_release(v);
   wait_image(r, 8, 1);
   ck_assert_int_eq(replica_hydration_percent(r), 100);
-  check_image_file(r, 8);
+  check_image_file(r, 8, NULL, 0);
   /* The writer goes on: growth, then the VACUUM of TXID 11 that shrinks
   ** the database from 265 to 59 pages. */
   for (int t = 9; t <= 11; t++) {
@@ -219,7 +232,7 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
     replica_view_release(v);
   }
   wait_image(r, 11, 1);
-  check_image_file(r, 11);
+  check_image_file(r, 11, image_path, sizeof(image_path));
   v = tu_wait_txid(r, 11);
   check_view(r, v);
   replica_view_release(v);
@@ -229,6 +242,9 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
   check_view(r, v);
   replica_view_release(v);
   replica_release(r);
+  /* closed: nothing maps the image any more, so its file is cut to TXID 11's 59 pages */
+  ck_assert_int_eq(stat(image_path, &sb), 0);
+  ck_assert_uint_eq((uint64_t)sb.st_size, 59u * 4096);
 }
 END_TEST
 
@@ -266,7 +282,7 @@ START_TEST(test_damaged_meta_is_discarded_and_busy_dir_refused) {
   check_view(r, v);
   replica_view_release(v);
   wait_image(r, 4, 1);
-  check_image_file(r, 4);
+  check_image_file(r, 4, NULL, 0);
   replica_release(r);
 }
 END_TEST

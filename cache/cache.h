@@ -85,6 +85,7 @@ typedef struct cache_image_stat {
   uint64_t held;              /* pages the image holds */
   uint64_t hits, misses, bad; /* reads served, not served, failing their CRC */
   uint64_t bytes_written;
+  uint64_t evicted;           /* pages given back to keep within the budget */
   int disabled;               /* writes stopped: 1 disk full or I/O error, 2 budget reached */
 } cache_image_stat;
 

@@ -1032,6 +1032,7 @@ void cache_image_stats(cache_image *im, cache_image_stat *out) {
   out->misses = atomic_load(&im->misses);
   out->bad = atomic_load(&im->bad);
   out->bytes_written = atomic_load(&im->bytes_written);
+  out->evicted = atomic_load(&im->evicted);
   out->disabled = atomic_load(&im->disabled);
 }
 

@@ -119,6 +119,11 @@ int cache_image_wants(cache_image *im, uint32_t pgno, const store_ltx_file *vers
 ** (disk full) stops further writes; the image goes on serving what it holds. */
 int cache_image_put(cache_image *im, uint32_t pgno, const store_ltx_file *version,
                     const uint8_t *page, ltx_error *err);
+/* cache_image_put for n pages of one version at once (pages[i] is page
+** pgnos[i], pgnos ascending, crcs[i] its CRC-64): one write per stretch of
+** consecutive pages the image wants. */
+int cache_image_put_pages(cache_image *im, const store_ltx_file *version, const uint32_t *pgnos,
+                          const uint8_t *pages, const uint64_t *crcs, size_t n, ltx_error *err);
 /* Changes the map: page pgno is now version (NULL: no file). The page stops
 ** being held unless page is given, whose bytes are then written as held. */
 int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *version,
@@ -128,6 +133,10 @@ int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, 
 /* What the map names for pgno (level, TXIDs) and whether it is held; 0 when
 ** nothing. */
 int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, int *held);
+/* Starts writing pages [pgno, pgno + n) to disk without waiting (where
+** the system can), so that the sync that makes them durable later has
+** little left to do: disk writes overlap the download. */
+void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n);
 /* Makes the image's bytes and record durable (before the meta moves). */
 int cache_image_sync(cache_image *im, ltx_error *err);
 int cache_image_write_meta(cache_image *im, const cache_image_meta *m, ltx_error *err);
@@ -268,6 +277,9 @@ void replica_set_log(replica_log_fn fn);
 /* Percent of the latest view's pages the local image holds (0 without
 ** one, 100 once hydrated). */
 int replica_hydration_percent(replica *r);
+/* Waits up to ms for the image to be fully hydrated (and durable); 1 when
+** it is. */
+int replica_hydration_wait(replica *r, int ms);
 /* Seconds since the last successful poll, -1 before one. */
 int64_t replica_lag_seconds(replica *r);
 

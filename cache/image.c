@@ -866,14 +866,14 @@ static void evict_to(cache_image *im, uint64_t target) {
   }
 }
 
-/* Whether one more page fits the budget, evicting cold extents to make
-** room (down to 7/8 of the budget, so evictions come in batches). Caller
-** holds write_mutex. */
-static int make_room(cache_image *im) {
+/* Whether n more pages fit the budget, evicting cold extents to make room
+** (down to 7/8 of the budget, so evictions come in batches). Caller holds
+** write_mutex. */
+static int make_room(cache_image *im, uint64_t n) {
   uint64_t budget = atomic_load(&im->budget), ps = atomic_load(&im->page_size);
-  if (budget == UINT64_MAX || (atomic_load(&im->held) + 1) * ps <= budget) return 1;
-  if (!im->punch_failed) evict_to(im, budget - budget / 8 > ps ? budget - budget / 8 - ps : 0);
-  if ((atomic_load(&im->held) + 1) * ps <= budget) return 1;
+  if (budget == UINT64_MAX || (atomic_load(&im->held) + n) * ps <= budget) return 1;
+  if (!im->punch_failed && budget - budget / 8 > n * ps) evict_to(im, budget - budget / 8 - n * ps);
+  if ((atomic_load(&im->held) + n) * ps <= budget) return 1;
   atomic_store(&im->disabled, 2); /* cannot evict here: hold what we have */
   return 0;
 }
@@ -885,8 +885,62 @@ int cache_image_put(cache_image *im, uint32_t pgno, const store_ltx_file *versio
   image_entry *e = entry_of(im, current(im), pgno);
   if (e != NULL && !atomic_load(&im->disabled) && !atomic_load(&e->held) &&
       atomic_load(&e->max_txid) == version->max_txid &&
-      atomic_load(&e->min_level) == min_level(version) && make_room(im))
+      atomic_load(&e->min_level) == min_level(version) && make_room(im, 1))
     rc = write_page(im, e, pgno, page, err);
+  pthread_mutex_unlock(&im->write_mutex);
+  return rc;
+}
+
+int cache_image_put_pages(cache_image *im, const store_ltx_file *version, const uint32_t *pgnos,
+                          const uint8_t *pages, const uint64_t *crcs, size_t n, ltx_error *err) {
+  uint32_t ps = atomic_load(&im->page_size);
+  uint64_t ml = min_level(version);
+  int rc = LTX_OK;
+  pthread_mutex_lock(&im->write_mutex);
+  for (size_t i = 0; i < n && rc == LTX_OK && !atomic_load(&im->disabled);) {
+    /* the longest stretch from i of consecutive pages the image wants */
+    size_t k = i;
+    record_map *m = current(im);
+    while (k < n && (k == i || pgnos[k] == pgnos[k - 1] + 1)) {
+      image_entry *e = entry_of(im, m, pgnos[k]);
+      if (e == NULL || atomic_load(&e->held) || atomic_load(&e->max_txid) != version->max_txid ||
+          atomic_load(&e->min_level) != ml)
+        break;
+      k++;
+    }
+    if (k == i) { /* page i is not wanted */
+      i++;
+      continue;
+    }
+    if (!make_room(im, k - i)) break;
+    uint64_t off = (uint64_t)(pgnos[i] - 1) * ps, len = (uint64_t)(k - i) * ps;
+    const uint8_t *src = pages + i * (size_t)ps;
+    for (uint64_t done = 0; done < len;) {
+      ssize_t w = pwrite(im->image_fd, src + done, (size_t)(len - done), (off_t)(off + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        atomic_store(&im->disabled, 1);
+        rc = ltx_error_set(err, CACHE_ERR_IO, "write pages %u..%u of %s/image: %s; the local "
+                           "image stops growing, reads go on from memory and the replica",
+                           pgnos[i], pgnos[k - 1], im->dir, w < 0 ? strerror(errno) : "short write");
+        break;
+      }
+      done += (uint64_t)w;
+    }
+    if (rc != LTX_OK) break;
+    if (off + len > im->logical) im->logical = off + len;
+    window_cover(im, off + len);
+    m = current(im);
+    for (size_t j = i; j < k; j++) {
+      image_entry *e = entry_of(im, m, pgnos[j]);
+      atomic_store_explicit(&m->checked[pgnos[j]], 1, memory_order_relaxed);
+      atomic_store(&e->crc, crcs[j]);
+      atomic_store(&e->held, 1);
+    }
+    atomic_fetch_add(&im->held, k - i);
+    atomic_fetch_add(&im->bytes_written, len);
+    i = k;
+  }
   pthread_mutex_unlock(&im->write_mutex);
   return rc;
 }
@@ -909,7 +963,7 @@ int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *vers
       ** names another file now: a reader that saw the old one misses). */
       if (was_held && page == NULL && atomic_load(&im->budget) != UINT64_MAX && !im->punch_failed)
         punch(im, (uint64_t)(pgno - 1) * atomic_load(&im->page_size), atomic_load(&im->page_size));
-      if (page != NULL && version != NULL && !atomic_load(&im->disabled) && make_room(im))
+      if (page != NULL && version != NULL && !atomic_load(&im->disabled) && make_room(im, 1))
         rc = write_page(im, e, pgno, page, err);
     }
   }
@@ -954,6 +1008,18 @@ int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, i
   version->timestamp_ms = -1;
   if (held) *held = (int)atomic_load(&e->held);
   return 1;
+}
+
+void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n) {
+#ifdef HAVE_SYNC_FILE_RANGE
+  uint64_t ps = atomic_load(&im->page_size);
+  if (ps && n) sync_file_range(im->image_fd, (off_t)((pgno - 1) * ps), (off_t)(n * ps),
+                               SYNC_FILE_RANGE_WRITE);
+#else
+  (void)im;
+  (void)pgno;
+  (void)n;
+#endif
 }
 
 int cache_image_sync(cache_image *im, ltx_error *err) {

@@ -427,7 +427,7 @@ static uint64_t image_blocks(replica *r) {
 ** coming back to its first MiB while it sweeps the rest gets right bytes
 ** everywhere, the image's allocated blocks stay under the budget all along
 ** (cold extents are evicted: entries cleared, blocks punched), and the hot
-** MiB is still held at the end (served from the image, no request). */
+** MiB is still held at the end (served from the image, no miss). */
 START_TEST(test_budget_evicts_cold_extents_keeps_hot_ones) {
   const uint32_t npages = 4096, hot = 256; /* 16 MiB; the first MiB is hot */
   const uint64_t budget = 4u << 20;
@@ -458,10 +458,10 @@ START_TEST(test_budget_evicts_cold_extents_keeps_hot_ones) {
   ck_assert_uint_ge(s0.image.evicted, npages - hot - budget / 4096);
   read_range(r, v, 1, hot);
   replica_stats(r, &s1);
-  ck_assert_msg(s1.image.hits - s0.image.hits == hot && s1.requests == s0.requests,
-                "the hot MiB was evicted: %llu of %u pages from the image, %llu requests",
-                (unsigned long long)(s1.image.hits - s0.image.hits), hot,
-                (unsigned long long)(s1.requests - s0.requests));
+  /* (the store's request count would race with the poller's LISTs) */
+  ck_assert_msg(s1.image.hits - s0.image.hits == hot && s1.image.misses == s0.image.misses,
+                "the hot MiB was evicted: %llu of %u pages from the image",
+                (unsigned long long)(s1.image.hits - s0.image.hits), hot);
   replica_view_release(v);
   replica_release(r);
 }

@@ -675,7 +675,7 @@ static int cmd_hydrate(int argc, char **argv) {
                          pages, st.last_poll_error[0] ? st.last_poll_error : "none");
       goto out;
     }
-    usleep(50000);
+    replica_hydration_wait(r, 50); /* returns as soon as it is done */
   }
   if (bar.enabled && bar.last_percent != 100) progress_draw(&bar, 1, 1);
   printf("hydrated %s at TXID %016" PRIx64 " (%" PRIu64 " pages) in %s\n", argv[optind],

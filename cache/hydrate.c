@@ -254,19 +254,19 @@ out:
 /* Gives the record v's map: every page remapped to the file v names
 ** (pages whose file is unchanged stay held), the rest dropped. */
 static int rebase(replica *r, replica_view *v, ltx_error *err) {
-  int rc = LTX_OK;
+  int rc = LTX_OK, fresh = 0;
   uint32_t old_commit = r->img_meta.commit;
-  if (r->img_meta.page_size != 0 && r->img_meta.page_size != v->page_size) {
+  if (r->img_meta.page_size != v->page_size) {
     rc = cache_image_reset(r->img, v->page_size, err);
     old_commit = 0;
-    if (rc != LTX_OK) return rc;
-  } else if (r->img_meta.page_size == 0) {
-    rc = cache_image_reset(r->img, v->page_size, err);
+    fresh = 1;
     if (rc != LTX_OK) return rc;
   }
   r->img_meta.page_size = v->page_size;
   r->img_meta.applying.level = REBASE_MARK;
-  rc = write_meta(r, err);
+  /* The marker protects the pages held; after a reset there is no meta at
+  ** all until the one below, so a crash in between finds nothing to trust. */
+  if (!fresh) rc = write_meta(r, err);
   for (uint32_t p = 1; p <= v->commit && rc == LTX_OK; p++) {
     const rp_slot *s = rp_view_slot(v, p);
     rc = cache_image_remap(r->img, p, s && s->file ? &s->file->meta : NULL, NULL, err);

@@ -196,6 +196,9 @@ typedef struct replica_config {
   uint64_t cache_max;    /* most bytes the image may hold (0: no limit but the
                          ** disk's free space, less a reserve) */
   int hydrate;           /* fill the local image in the background */
+  int hydrate_alone;     /* nothing but the fill will read (ltvfs hydrate): it
+                         ** runs all its workers at once; otherwise the extra
+                         ** workers wait until readers have been quiet a while */
 } replica_config;
 
 /* What the hydrator is doing (replica_stat.hydrate_phase). */

@@ -62,6 +62,7 @@
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
+#define READERS_QUIET_MS 200         /* readers were busy this recently: one fill worker */
 #define CHECK_PAGES 2048             /* pages the CRC check pass takes at a time */
 #define DISK_RESERVE (64u << 20)     /* free space the image never takes (or 1/16
                                      ** of a smaller file system) */
@@ -481,6 +482,7 @@ typedef struct fill_job {
   fill_cursor *cur;         /* under mu */
   pthread_mutex_t mu;
   int found;                /* some run was taken */
+  atomic_int over;          /* the pass has no more runs, or a fetch failed */
   int rc;                   /* the first failure (err says why); stops the others */
   ltx_error err;
 } fill_job;
@@ -527,14 +529,45 @@ static int write_run(replica *r, const fill_run *run, const uint8_t *buf, uint8_
   return rc;
 }
 
+/* What a worker saw of the readers: the image's hits, and when they last
+** changed. */
+typedef struct reader_watch {
+  uint64_t hits;
+  int64_t changed_ms;
+} reader_watch;
+
+/* Whether readers fetched, or read from the image, in the last
+** READERS_QUIET_MS (no cost on their side: the counters exist anyway). */
+static int readers_busy(replica *r, reader_watch *w) {
+  cache_image_stat s;
+  int64_t now = rp_mono_ms();
+  cache_image_stats(r->img, &s);
+  if (s.hits != w->hits) {
+    w->hits = s.hits;
+    w->changed_ms = now;
+  }
+  return now - w->changed_ms < READERS_QUIET_MS ||
+         now - atomic_load(&r->readers_fetched_ms) < READERS_QUIET_MS;
+}
+
+/* A worker: its job, and its number (0: the hydrator's own thread, the one
+** that never stands aside for readers). */
+typedef struct fill_worker_arg {
+  fill_job *j;
+  int self;
+} fill_worker_arg;
+
 static void *fill_worker(void *arg) {
-  fill_job *j = arg;
+  fill_job *j = ((fill_worker_arg *)arg)->j;
+  int self = ((fill_worker_arg *)arg)->self;
   replica *r = j->r;
+  /* readers may be about to start (an application opened the replica):
+  ** the extra workers first wait to see them quiet */
+  reader_watch seen = {0, r->cfg.hydrate_alone ? 0 : rp_mono_ms()};
   uint8_t *buf = NULL, *pages = NULL;
   uint32_t *pgnos = NULL;
   uint64_t *crcs = NULL;
   uint32_t ps = j->v->page_size, chunk = FILL_CHUNK_BYTES / ps ? FILL_CHUNK_BYTES / ps : 1;
-  size_t cap = 0;
   ltx_error err = {0};
   int rc = LTX_OK;
   pages = malloc((size_t)chunk * ps);
@@ -546,29 +579,34 @@ static void *fill_worker(void *arg) {
   }
   for (;;) {
     fill_run run;
-    while (atomic_load(&r->readers_fetching) > 0 && !fill_interrupted(r)) rp_sleep_ms(YIELD_MS);
-    if (fill_interrupted(r)) break;
+    /* Readers first: nobody fills while one fetches, and while readers
+    ** are busy (a scan) only the first worker does, so the fill's buffers
+    ** and requests stay out of their way. */
+    while ((atomic_load(&r->readers_fetching) > 0 || (self > 0 && readers_busy(r, &seen))) &&
+           !atomic_load(&j->over) && !fill_interrupted(r))
+      rp_sleep_ms(YIELD_MS);
+    if (atomic_load(&j->over) || fill_interrupted(r)) break;
     pthread_mutex_lock(&j->mu);
     int got = j->rc == LTX_OK && next_run(r, j->v, j->cur, &run);
     if (got) j->found = 1;
+    else atomic_store(&j->over, 1);
     pthread_mutex_unlock(&j->mu);
     if (!got) break;
     const ltx_page_entry *e = run.f->idx.entries;
     uint64_t off = e[run.lo].offset;
     size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
-    if (len > cap) {
-      free(buf);
-      cap = len;
-      if ((buf = malloc(cap)) == NULL) {
-        cap = 0;
-        rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory for a %zu-byte read", len);
-        break;
-      }
+    /* a buffer per run, given back after it: a worker that waits (for
+    ** readers, for the store) holds no run's bytes */
+    if ((buf = malloc(len)) == NULL) {
+      rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory for a %zu-byte read", len);
+      break;
     }
     rc = store_read_range(r->st, run.f->key, off, buf, len, &err);
     if (rc != LTX_OK) break;
     atomic_fetch_add(&r->hyd_bytes, len);
     rc = write_run(r, &run, buf, pages, pgnos, crcs, chunk, &err);
+    free(buf);
+    buf = NULL;
     if (rc != LTX_OK) {
       rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
       rc = LTX_OK; /* the image stopped growing; that is not the fill's failure */
@@ -577,6 +615,7 @@ static void *fill_worker(void *arg) {
   }
 out:
   if (rc != LTX_OK) {
+    atomic_store(&j->over, 1);
     pthread_mutex_lock(&j->mu);
     if (j->rc == LTX_OK) {
       j->rc = rc;
@@ -596,12 +635,14 @@ out:
 ** fetch fails. *found: some run was taken. */
 static int fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err) {
   fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK};
+  fill_worker_arg args[FILL_PARALLEL];
   pthread_t th[FILL_PARALLEL];
   int started[FILL_PARALLEL] = {0};
   pthread_mutex_init(&j.mu, NULL);
+  for (int i = 0; i < FILL_PARALLEL; i++) args[i] = (fill_worker_arg){&j, i};
   for (int i = 1; i < FILL_PARALLEL; i++)
-    started[i] = pthread_create(&th[i], NULL, fill_worker, &j) == 0;
-  fill_worker(&j);
+    started[i] = pthread_create(&th[i], NULL, fill_worker, &args[i]) == 0;
+  fill_worker(&args[0]);
   for (int i = 1; i < FILL_PARALLEL; i++)
     if (started[i]) pthread_join(th[i], NULL);
   pthread_mutex_destroy(&j.mu);

@@ -91,6 +91,10 @@
 #define MAP_MIN_PAGES (1u << 16)
 #define EXTENT_PAGES 256u           /* the unit of eviction (1 MiB of 4 KiB pages) */
 #define WINDOW_MIN_BYTES (256u << 20) /* the smallest mapping of the image */
+#define WINDOW_TRIM_BYTES (4u << 20)  /* pages read from the window between two
+                                      ** trims of its page tables (MADV_DONTNEED):
+                                      ** the mapped pages would count as resident
+                                      ** memory, as many as the database has */
 
 typedef struct image_entry {
   _Atomic uint64_t max_txid;  /* 0: no file holds the page in the map */
@@ -728,13 +732,30 @@ static int image_read(cache_image *im, uint32_t pgno, uint64_t want_mx, uint64_t
   return 1;
 }
 
+/* Drops the window's page tables (not its pages: they stay in the page
+** cache, and a later copy maps them again at a minor fault per 16 pages or
+** so), so that reading the image does not make the process look as large
+** as the database. Safe while other readers copy: a shared file mapping
+** read-only, nothing is lost. */
+static void window_trim(cache_image *im) {
+  image_window *w = atomic_load(&im->win);
+  uint64_t ps = atomic_load(&im->page_size);
+  record_map *m = current(im);
+  uint64_t upto = m ? (uint64_t)m->pages * ps : 0;
+  if (w == NULL) return;
+  if (upto > w->bytes) upto = w->bytes;
+  madvise(w->base, (size_t)upto, MADV_DONTNEED);
+}
+
 int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, uint8_t *out) {
   int rc = image_read(im, pgno, want->max_txid, min_level(want), out);
   if (rc == 1) {
     record_map *m = current(im);
     atomic_uchar *t = &m->touched[(pgno - 1) / EXTENT_PAGES];
+    uint32_t ps = atomic_load_explicit(&im->page_size, memory_order_relaxed);
     if (!atomic_load_explicit(t, memory_order_relaxed)) atomic_store_explicit(t, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed);
+    uint64_t n = atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed) + 1;
+    if (ps && n % (WINDOW_TRIM_BYTES / ps + 1) == 0) window_trim(im);
     return 1;
   }
   if (rc < 0) atomic_fetch_add(&im->bad, 1);

@@ -242,12 +242,14 @@ void rp_keep_page(replica *r, rp_file *f, uint32_t pgno, const uint8_t *page) {
     ** keeps only what the image cannot (other versions). */
     if (cache_image_put(r->img, pgno, &f->meta, page, &err) == LTX_OK) return;
     rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
+  } else if (r->img != NULL && cache_image_holds(r->img, pgno, &f->meta)) {
+    return; /* the hydrator wrote it meanwhile: the image serves it */
   }
   page_cache_put(r->pc, f->id, pgno, page, f->page_size);
 }
 
-static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *out,
-                     ltx_error *err) {
+static int fetch_run(replica *r, const replica_view *v, rp_file *f, uint32_t lo, uint32_t hi,
+                     uint8_t *out, ltx_error *err) {
   const ltx_page_entry *e = f->idx.entries;
   uint64_t off = e[lo].offset;
   size_t len = (size_t)(e[hi - 1].offset + e[hi - 1].size - off);
@@ -275,7 +277,13 @@ static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *
       }
       break; /* the neighbours are a bonus; the reader of that page will see the error */
     }
-    rp_keep_page(r, f, e[j].pgno, dst);
+    /* A frame the view maps to another file (a bridge over superseded
+    ** pages) is kept only where the image wants it: in the page cache it
+    ** would only push out pages this view reads. */
+    const rp_slot *s = j == lo || e[j].pgno > v->commit ? NULL : rp_view_slot(v, e[j].pgno);
+    if (j == lo || (s != NULL && s->file == f) ||
+        (r->img != NULL && cache_image_wants(r->img, e[j].pgno, &f->meta)))
+      rp_keep_page(r, f, e[j].pgno, dst);
   }
 out:
   free(page);
@@ -378,8 +386,9 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
   pthread_mutex_unlock(&r->mutex);
 
   atomic_fetch_add(&r->readers_fetching, 1);
-  rc = whole ? fetch_whole(r, f, pgno, out, err) : fetch_run(r, f, lo, hi, out, err);
+  rc = whole ? fetch_whole(r, f, pgno, out, err) : fetch_run(r, v, f, lo, hi, out, err);
   atomic_fetch_sub(&r->readers_fetching, 1);
+  atomic_store(&r->readers_fetched_ms, rp_mono_ms());
 
   pthread_mutex_lock(&r->mutex);
   for (rp_inflight **pp = &r->inflight; *pp; pp = &(*pp)->next) {

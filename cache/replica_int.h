@@ -131,6 +131,8 @@ struct replica {
   pthread_t hydrator;
   pthread_cond_t hyd_cond;      /* work for the hydrator, or stop */
   atomic_int readers_fetching;  /* reader fetches in flight: bulk fill yields */
+  atomic_int_fast64_t readers_fetched_ms; /* when a reader's fetch last ended (the
+                                ** fill runs one worker while readers are busy) */
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
   atomic_uint fill_decode_failures; /* frames the fill could not decode */

@@ -648,7 +648,8 @@ static int cmd_hydrate(int argc, char **argv) {
     dir = root;
   }
   replica_config cfg = {.poll_ms = 1000, .cache_bytes = 8u << 20, .open_timeout_ms = 10000,
-                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1};
+                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1,
+                        .hydrate_alone = 1};
   bar.enabled = !quiet && isatty(STDERR_FILENO);
   rc = replica_acquire(argv[optind], &cfg, &r, &err);
   if (rc == LTX_OK) rc = replica_latest(r, &v, &err);

@@ -103,7 +103,13 @@ const char *cache_image_path(const cache_image *im);
 int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err);
 /* 1 and page pgno into out when the image holds it at version (the file
 ** the reader's view names for it) and its bytes pass their CRC; else 0. */
-int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out);
+/* Where a reader moving forward through the image started and is (so that
+** a scan gives back the mapping behind it). Start from {0}. */
+typedef struct cache_image_stream {
+  uint32_t from, last;
+} cache_image_stream;
+int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out,
+                    cache_image_stream *st);
 /* Checks the CRC of held pages [pgno, pgno + n) that this process has not
 ** read or written yet, so that readers find them checked; a page that
 ** fails is no longer held. Returns the page after the last one looked at
@@ -214,6 +220,7 @@ enum {
 typedef struct replica_readahead {
   uint32_t last_pgno;
   uint32_t run;          /* frames per fetch, 0 = start small */
+  cache_image_stream img; /* the same reader's pages from the local image */
 } replica_readahead;
 
 typedef struct replica_stat {

@@ -91,10 +91,12 @@
 #define MAP_MIN_PAGES (1u << 16)
 #define EXTENT_PAGES 256u           /* the unit of eviction (1 MiB of 4 KiB pages) */
 #define WINDOW_MIN_BYTES (256u << 20) /* the smallest mapping of the image */
-#define WINDOW_TRIM_BYTES (4u << 20)  /* pages read from the window between two
-                                      ** trims of its page tables (MADV_DONTNEED):
-                                      ** the mapped pages would count as resident
-                                      ** memory, as many as the database has */
+#define WINDOW_TRIM_BYTES (4u << 20) /* a scan drops the window's page tables
+                                     ** behind it this often (MADV_DONTNEED): the
+                                     ** mapped pages would count as resident memory,
+                                     ** as many as the database has */
+#define STREAM_GAP 8u                /* pages a scan may skip and still be one */
+#define STREAM_MIN 64u               /* pages in a row that make a scan */
 
 typedef struct image_entry {
   _Atomic uint64_t max_txid;  /* 0: no file holds the page in the map */
@@ -699,7 +701,7 @@ int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err) {
 ** window (a memcpy from the page cache) when it covers the page, else a
 ** pread. 1 served, 0 a miss, -1 bytes that fail their CRC. */
 static int image_read(cache_image *im, uint32_t pgno, uint64_t want_mx, uint64_t want_ml,
-                      uint8_t *out) {
+                      uint8_t *out, int use_window) {
   record_map *m = current(im);
   image_entry *e = entry_of(im, m, pgno);
   uint64_t h1, mx, ml, c, off;
@@ -714,7 +716,7 @@ static int image_read(cache_image *im, uint32_t pgno, uint64_t want_mx, uint64_t
   c = atomic_load(&e->crc);
   if (!h1 || mx != want_mx || ml != want_ml || ((s1 | x1) & 1)) return 0;
   off = (uint64_t)(pgno - 1) * ps;
-  w = atomic_load(&im->win);
+  w = use_window ? atomic_load(&im->win) : NULL;
   if (w != NULL && off + ps <= w->bytes) {
     memcpy(out, w->base + off, ps);
   } else if (pread(im->image_fd, out, ps, (off_t)off) != (ssize_t)ps) {
@@ -732,30 +734,47 @@ static int image_read(cache_image *im, uint32_t pgno, uint64_t want_mx, uint64_t
   return 1;
 }
 
-/* Drops the window's page tables (not its pages: they stay in the page
-** cache, and a later copy maps them again at a minor fault per 16 pages or
-** so), so that reading the image does not make the process look as large
-** as the database. Safe while other readers copy: a shared file mapping
-** read-only, nothing is lost. */
-static void window_trim(cache_image *im) {
+/* Drops the window's page tables over pages [from, to) (not the pages:
+** they stay in the page cache, and a later copy maps them again at a minor
+** fault), so that scanning the image does not make the process look as
+** large as the database. Safe while other readers copy: the mapping is
+** shared, read-only and backed by the file; nothing is lost. */
+static void window_trim(cache_image *im, uint32_t from, uint32_t to) {
   image_window *w = atomic_load(&im->win);
-  uint64_t ps = atomic_load(&im->page_size);
-  record_map *m = current(im);
-  uint64_t upto = m ? (uint64_t)m->pages * ps : 0;
-  if (w == NULL) return;
-  if (upto > w->bytes) upto = w->bytes;
-  madvise(w->base, (size_t)upto, MADV_DONTNEED);
+  uint64_t ps = atomic_load(&im->page_size), lo, hi;
+  long pg = sysconf(_SC_PAGESIZE);
+  if (w == NULL || ps == 0 || to <= from) return;
+  lo = (uint64_t)(from - 1) * ps / (uint64_t)pg * (uint64_t)pg;
+  hi = (uint64_t)(to - 1) * ps / (uint64_t)pg * (uint64_t)pg;
+  if (hi > w->bytes) hi = w->bytes;
+  if (hi > lo) madvise(w->base + lo, (size_t)(hi - lo), MADV_DONTNEED);
 }
 
-int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, uint8_t *out) {
-  int rc = image_read(im, pgno, want->max_txid, min_level(want), out);
+int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, uint8_t *out,
+                    cache_image_stream *st) {
+  int rc = image_read(im, pgno, want->max_txid, min_level(want), out, 1);
   if (rc == 1) {
     record_map *m = current(im);
     atomic_uchar *t = &m->touched[(pgno - 1) / EXTENT_PAGES];
     uint32_t ps = atomic_load_explicit(&im->page_size, memory_order_relaxed);
     if (!atomic_load_explicit(t, memory_order_relaxed)) atomic_store_explicit(t, 1, memory_order_relaxed);
-    uint64_t n = atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed) + 1;
-    if (ps && n % (WINDOW_TRIM_BYTES / ps + 1) == 0) window_trim(im);
+    atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed);
+    if (st != NULL && ps != 0) {
+      /* A reader moving forward (a scan) gives back the mapping behind it
+      ** every WINDOW_TRIM_BYTES; random reads keep what they mapped, as
+      ** a plain database under mmap would. */
+      if (pgno > st->last && pgno - st->last <= STREAM_GAP) {
+        if (pgno - st->from >= WINDOW_TRIM_BYTES / ps) {
+          window_trim(im, st->from, pgno - STREAM_GAP);
+          st->from = pgno - STREAM_GAP;
+        }
+      } else {
+        /* a jump: a long stretch behind it was a scan too */
+        if (st->last >= st->from + STREAM_MIN) window_trim(im, st->from, st->last + 1);
+        st->from = pgno;
+      }
+      st->last = pgno;
+    }
     return 1;
   }
   if (rc < 0) atomic_fetch_add(&im->bad, 1);
@@ -774,7 +793,8 @@ uint32_t cache_image_check(cache_image *im, uint32_t pgno, uint32_t n) {
     if (!atomic_load(&e->held) || atomic_load_explicit(&m->checked[pgno], memory_order_relaxed))
       continue;
     uint64_t mx = atomic_load(&e->max_txid), ml = atomic_load(&e->min_level);
-    if (image_read(im, pgno, mx, ml, buf) >= 0) continue; /* checked, or changed meanwhile */
+    /* pread, not the window: the check must not leave the image mapped */
+    if (image_read(im, pgno, mx, ml, buf, 0) >= 0) continue; /* checked, or changed meanwhile */
     atomic_fetch_add(&im->bad, 1);
     pthread_mutex_lock(&im->write_mutex);
     /* still the bytes that failed (not rewritten meanwhile): not held */

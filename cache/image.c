@@ -37,7 +37,12 @@
 ** fault (SIGBUS), so while the image is open its file never shrinks: a
 ** shrink or reset punches the blocks away and keeps the size, close cuts the
 ** file to what the map needs. A page is touched only while its entry says
-** held, and its pwrite (which extended the file) came before that.
+** held, and its pwrite (which extended the file) came before that. Mapped
+** pages count as the process's resident memory: a reader that streams
+** forward while the image fills gives back the page tables behind it
+** (MADV_DONTNEED; the pages stay in the page cache), so a cold scan stays
+** flat; a hydrated image stays mapped where it was read, like a database
+** under mmap.
 **
 ** Order of writes (one writer at a time, under im->write_mutex, which is
 ** held across the pwrite of one page: the entry and its bytes must change

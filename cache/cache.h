@@ -101,13 +101,16 @@ void cache_image_close(cache_image *im);
 const char *cache_image_path(const cache_image *im);
 /* Empties the image for a new page map of page_size. */
 int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err);
-/* 1 and page pgno into out when the image holds it at version (the file
-** the reader's view names for it) and its bytes pass their CRC; else 0. */
 /* Where a reader moving forward through the image started and is (so that
 ** a scan gives back the mapping behind it). Start from {0}. */
 typedef struct cache_image_stream {
   uint32_t from, last;
 } cache_image_stream;
+/* 1 and page pgno into out when the image holds it at version (the file
+** the reader's view names for it) and its bytes pass their CRC; else 0.
+** st (may be NULL) follows the reader, so that a scan of an image still
+** filling (or kept partial by a budget) does not leave it all mapped, that
+** is resident. */
 int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out,
                     cache_image_stream *st);
 /* Checks the CRC of held pages [pgno, pgno + n) that this process has not

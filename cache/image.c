@@ -166,6 +166,8 @@ struct cache_image {
   atomic_int disabled;         /* writes stopped (disk full, I/O error, budget) */
   atomic_uint_fast64_t budget; /* most bytes of pages to hold; UINT64_MAX = no limit */
   atomic_uint_fast64_t held, bad, bytes_written, evicted;
+  atomic_uint_fast64_t mapped; /* entries that name a file: held == mapped is a
+                               ** full image (write_mutex; read by readers) */
   /* bumped by every reader: a line of their own, away from the writers' */
   _Alignas(64) atomic_uint_fast64_t hits;
   atomic_uint_fast64_t misses;
@@ -435,11 +437,13 @@ static int record_reserve(cache_image *im, uint32_t pages, ltx_error *err) {
 
 /* Counts the pages held (at open). */
 static uint64_t count_held(cache_image *im, uint32_t commit) {
-  uint64_t n = 0;
+  uint64_t n = 0, mapped = 0;
   for (uint32_t p = 1; p <= commit; p++) {
     image_entry *e = entry_of(im, current(im), p);
     if (e && atomic_load(&e->held)) n++;
+    if (e && atomic_load(&e->max_txid)) mapped++;
   }
+  atomic_store(&im->mapped, mapped);
   return n;
 }
 
@@ -692,6 +696,7 @@ int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err) {
   if (staging) unlink(staging);
   atomic_store(&im->page_size, page_size);
   atomic_store(&im->held, 0);
+  atomic_store(&im->mapped, 0);
   atomic_store(&im->disabled, 0);
   pthread_mutex_unlock(&im->write_mutex);
   free(staging);
@@ -764,10 +769,11 @@ int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, 
     uint32_t ps = atomic_load_explicit(&im->page_size, memory_order_relaxed);
     if (!atomic_load_explicit(t, memory_order_relaxed)) atomic_store_explicit(t, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed);
-    if (st != NULL && ps != 0) {
-      /* A reader moving forward (a scan) gives back the mapping behind it
-      ** every WINDOW_TRIM_BYTES; random reads keep what they mapped, as
-      ** a plain database under mmap would. */
+    if (st != NULL && ps != 0 && atomic_load(&im->held) < atomic_load(&im->mapped)) {
+      /* While the image fills (or holds part of the map only, under a
+      ** budget), a reader moving forward (a scan) gives back the mapping
+      ** behind it every WINDOW_TRIM_BYTES; random reads, and any reads of
+      ** a full image, keep what they mapped, as a database under mmap. */
       if (pgno > st->last && pgno - st->last <= STREAM_GAP) {
         if (pgno - st->from >= WINDOW_TRIM_BYTES / ps) {
           window_trim(im, st->from, pgno - STREAM_GAP);
@@ -1003,6 +1009,8 @@ int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *vers
     if (!same || page != NULL) {
       int was_held = (int)atomic_exchange(&e->held, 0);
       if (was_held) atomic_fetch_sub(&im->held, 1);
+      if (atomic_load(&e->max_txid) == 0 && mx != 0) atomic_fetch_add(&im->mapped, 1);
+      if (atomic_load(&e->max_txid) != 0 && mx == 0) atomic_fetch_sub(&im->mapped, 1);
       atomic_store(&e->max_txid, mx);
       atomic_store(&e->min_level, ml);
       /* Under a budget the old bytes must not keep their blocks (the entry
@@ -1029,7 +1037,7 @@ int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, 
     image_entry *e = entry_of(im, m, p);
     if (e == NULL) break;
     if (atomic_exchange(&e->held, 0)) atomic_fetch_sub(&im->held, 1);
-    atomic_store(&e->max_txid, 0);
+    if (atomic_exchange(&e->max_txid, 0)) atomic_fetch_sub(&im->mapped, 1);
     atomic_store(&e->min_level, 0);
   }
   /* Entries first, then the bytes: the tail is punched, not cut, while the

@@ -329,14 +329,7 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
     return LTX_OK;
   }
   f = s->file;
-  /* While the image fills, a reader mostly streams pages just fetched: a
-  ** scan gives back the mapping behind it, so that a cold scan's memory
-  ** stays flat. A hydrated image is served like a mapped database: what a
-  ** reader touched stays mapped (page cache the kernel may reclaim), so
-  ** that reading it again costs no fault. */
-  if (r->img != NULL &&
-      cache_image_get(r->img, pgno, &f->meta, out,
-                      ra && atomic_load(&r->img_phase) != REPLICA_HYDRATE_DONE ? &ra->img : NULL))
+  if (r->img != NULL && cache_image_get(r->img, pgno, &f->meta, out, ra ? &ra->img : NULL))
     return LTX_OK;
   rc = rp_file_ensure_loaded(r, f, err); /* a file only the local image named so far */
   if (rc != LTX_OK) return rc;

@@ -16,11 +16,19 @@
 #   2. after hydration, a full scan and WARM_Q random point queries through
 #      the VFS (served from the image, default cache_size) beside plain
 #      sqlite3 on a restored copy;
-#   3. a warm restart: open to the first query, and the requests it made.
+#   3. a warm restart: open to the first query, and the requests it made;
+#   4. memory of a cold full scan (a fresh process, an empty cache, the
+#      defaults: image on, hydration on) through our VFS and through the Go
+#      VFS (hydration off, its default), peak RSS, on this replica and on one
+#      of a database ROWS2 rows large (~2x): ours should stay flat as the
+#      database grows. The Go VFS reads a page per request and is stopped
+#      after SCAN_BUDGET s: its RSS then is that of a partial scan (it grows
+#      with the pages read), its progress is the requests it made.
 # Everything over s3:// loopback, then hydration again with +LAT_MS ms per
 # request. Prints markdown tables. Needs what check.sh installs, curl and
-# /usr/bin/time. ~4 minutes on 2 cores. Environment: ROWS (250000), INCS (3),
-# LAT_MS (20), PEER_BUDGET (60), WARM_Q (20000), KEEP=1 keeps the scratch.
+# /usr/bin/time. ~6 minutes on 2 cores. Environment: ROWS (250000), INCS (3),
+# LAT_MS (20), PEER_BUDGET (60), WARM_Q (20000), ROWS2 (2 x ROWS),
+# SCAN_BUDGET (30), KEEP=1 keeps the scratch.
 set -euo pipefail
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$srcdir}
@@ -32,6 +40,8 @@ INCS=${INCS:-3}
 LAT_MS=${LAT_MS:-20}
 PEER_BUDGET=${PEER_BUDGET:-60}
 WARM_Q=${WARM_Q:-20000}
+ROWS2=${ROWS2:-$((2 * ROWS))}
+SCAN_BUDGET=${SCAN_BUDGET:-30}
 W=$top_builddir/tests/tmp/bench_hydrate
 rm -rf "$W"
 mkdir -p "$W"
@@ -66,6 +76,19 @@ URL="s3://$S3_BUCKET/bench?endpoint=$S3_PROXY_ENDPOINT"
 "$LTVFS" restore "$URL" -o "$W/restored.db" -q -f
 DB_BYTES=$(stat -c %s "$W/restored.db")
 NOBJ=$(find "$REP" -name '*.ltx' | wc -l)
+
+# A second, larger replica (one snapshot) for the memory of a cold scan.
+DB2=$W/app2.db
+sqlite3 "$DB2" "PRAGMA page_size = 4096;
+  CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, payload BLOB);
+  WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $ROWS2)
+  INSERT INTO t SELECT i, printf('k%08d', i), randomblob(400) FROM s;
+  CREATE INDEX t_k ON t(k);" >/dev/null
+"$LTVFS" import "$DB2" "file://$W/replica2" >/dev/null
+"$top_builddir/tests/replica_copy" "file://$W/replica2" "s3://$S3_BUCKET/bench2?endpoint=$S3_ENDPOINT" >/dev/null
+URL2="s3://$S3_BUCKET/bench2?endpoint=$S3_PROXY_ENDPOINT"
+DB2_BYTES=$(stat -c %s "$DB2")
+rm -f "$DB2"
 
 # ---- the physical limit ----
 # GET every object of the replica (the data a hydration must fetch) with
@@ -186,6 +209,35 @@ warm_ms=$(($(now_ms) - t0))
 warm_req=$(requests)
 want_first=$(sqlite3 "$W/restored.db" "SELECT length(payload) FROM t WHERE id = 4242;")
 
+# ---- memory of a cold full scan: ours (defaults, empty cache) and the Go VFS ----
+rss_of() { awk '/^[0-9]+$/ { v = $1 } END { printf "%.1f", v / 1024 }' "$1"; }
+ours_scan_rss() { # URL -> ms rss_mb requests right(1/0)
+  local uri cache=$W/cache-scan t0 t1 out
+  uri="file:app?vfs=litestream&replica=$(printf '%s' "$1" | sed 's/&/%26/g')"
+  rm -rf "$cache"
+  reset_stats
+  t0=$(now_ms)
+  out=$(LITESTREAM_CACHE_DIR=$cache /usr/bin/time -f '%M' -o "$W/rss" sqlite3 -batch :memory: \
+    ".load $LIB" ".open '$uri'" "SELECT count(*) FROM t WHERE length(payload) = 400;")
+  t1=$(now_ms)
+  echo "$((t1 - t0)) $(rss_of "$W/rss") $(requests) $out"
+}
+peer_scan_rss() { # URL -> ms rss_mb requests rows(or -)
+  local t0 t1 out
+  reset_stats
+  t0=$(now_ms)
+  out=$(cd "$W" && env -u AWS_CA_BUNDLE LITESTREAM_REPLICA_URL="$1" LITESTREAM_LOG_FILE="$W/go-scan.log" \
+    /usr/bin/time -f '%M' -o "$W/rss" timeout "$SCAN_BUDGET" sqlite3 -batch :memory: \
+    ".load $GOVFS" ".open file:x.db?vfs=litestream" "SELECT count(*) FROM t WHERE length(payload) = 400;" \
+    2>/dev/null) || true
+  t1=$(now_ms)
+  echo "$((t1 - t0)) $(rss_of "$W/rss") $(requests) ${out:--}"
+}
+read -r so1_ms so1_rss so1_req so1_rows <<<"$(ours_scan_rss "$URL")"
+read -r sp1_ms sp1_rss sp1_req sp1_rows <<<"$(peer_scan_rss "$URL")"
+read -r so2_ms so2_rss so2_req so2_rows <<<"$(ours_scan_rss "$URL2")"
+read -r sp2_ms sp2_rss sp2_req sp2_rows <<<"$(peer_scan_rss "$URL2")"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 mx() { [ "$1" -gt "$2" ] && echo "$1" || echo "$2"; }
 fmt_peer() { if [ "$4" = 1 ]; then echo "$1 ms"; else awk -v ms="$1" -v p="$5" 'BEGIN { if (p > 0) printf "~%d ms (%d%% in %d ms)", ms * 100 / p, p, ms; else printf ">%d ms (0%%)", ms }'; fi; }
@@ -211,3 +263,14 @@ echo
 echo "| warm restart | open + first point query | requests | answer right |"
 echo "|---|---:|---:|---|"
 echo "| ours, from the image | $warm_ms ms (process start included) | $warm_req (LISTs: the catch-up poll and the replica check) | $([ "$first" = "$want_first" ] && echo yes || echo NO) |"
+echo
+echo "| cold full scan, fresh process, empty cache (SELECT count(*) ... over every row) | ours: time, requests | ours peak RSS (MB) | Go VFS: time, requests | Go VFS peak RSS (MB) | ours / Go RSS |"
+echo "|---|---:|---:|---:|---:|---:|"
+scan_row() { # label db_bytes pages ours_ms ours_rss ours_req ours_rows peer_ms peer_rss peer_req peer_rows want_rows
+  local peer_t
+  if [ "${11}" = "${12}" ]; then peer_t="$8 ms, ${10}"; else
+    peer_t=$(awk -v ms="$8" -v rq="${10}" -v pages="$3" 'BEGIN { printf "stopped after %d ms, %d requests (~%d%% of the pages)", ms, rq, rq * 100 / pages }'); fi
+  echo "| $1: $(($2 / 1048576)) MiB | $4 ms, $6$([ "$7" = "${12}" ] || echo ' (WRONG COUNT)') | $5 | $peer_t | $9 | $(ratio "$5" "$9") |"
+}
+scan_row "this replica" "$DB_BYTES" $((DB_BYTES / 4096)) "$so1_ms" "$so1_rss" "$so1_req" "$so1_rows" "$sp1_ms" "$sp1_rss" "$sp1_req" "$sp1_rows" "$ROWS"
+scan_row "ROWS2 = $ROWS2 rows" "$DB2_BYTES" $((DB2_BYTES / 4096)) "$so2_ms" "$so2_rss" "$so2_req" "$so2_rows" "$sp2_ms" "$sp2_rss" "$sp2_req" "$sp2_rows" "$ROWS2"

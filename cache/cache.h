@@ -94,6 +94,7 @@ typedef struct cache_image_stat {
   uint64_t held;              /* pages the image holds */
   uint64_t hits, misses, bad; /* reads served, not served, failing their CRC */
   uint64_t bytes_written;
+  uint64_t evicted;           /* pages given back to keep within the budget */
   int disabled;               /* writes stopped: 1 disk full or I/O error, 2 budget reached */
 } cache_image_stat;
 
@@ -111,9 +112,23 @@ void cache_image_close(cache_image *im);
 const char *cache_image_path(const cache_image *im);
 /* Empties the image for a new page map of page_size. */
 int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err);
+/* Where a reader moving forward through the image started and is (so that
+** a scan gives back the mapping behind it). Start from {0}. */
+typedef struct cache_image_stream {
+  uint32_t from, last;
+} cache_image_stream;
 /* 1 and page pgno into out when the image holds it at version (the file
-** the reader's view names for it) and its bytes pass their CRC; else 0. */
-int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out);
+** the reader's view names for it) and its bytes pass their CRC; else 0.
+** st (may be NULL) follows the reader, so that a scan of an image still
+** filling (or kept partial by a budget) does not leave it all mapped, that
+** is resident. */
+int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *version, uint8_t *out,
+                    cache_image_stream *st);
+/* Checks the CRC of held pages [pgno, pgno + n) that this process has not
+** read or written yet, so that readers find them checked; a page that
+** fails is no longer held. Returns the page after the last one looked at
+** (past the record: fewer). */
+uint32_t cache_image_check(cache_image *im, uint32_t pgno, uint32_t n);
 /* Whether the image holds page pgno at version (no read, no CRC check). */
 int cache_image_holds(cache_image *im, uint32_t pgno, const store_ltx_file *version);
 /* Whether the image would take page pgno of version (the map names it and
@@ -124,6 +139,11 @@ int cache_image_wants(cache_image *im, uint32_t pgno, const store_ltx_file *vers
 ** (disk full) stops further writes; the image goes on serving what it holds. */
 int cache_image_put(cache_image *im, uint32_t pgno, const store_ltx_file *version,
                     const uint8_t *page, ltx_error *err);
+/* cache_image_put for n pages of one version at once (pages[i] is page
+** pgnos[i], pgnos ascending, crcs[i] its CRC-64): one write per stretch of
+** consecutive pages the image wants. */
+int cache_image_put_pages(cache_image *im, const store_ltx_file *version, const uint32_t *pgnos,
+                          const uint8_t *pages, const uint64_t *crcs, size_t n, ltx_error *err);
 /* Changes the map: page pgno is now version (NULL: no file). The page stops
 ** being held unless page is given, whose bytes are then written as held. */
 int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *version,
@@ -133,6 +153,10 @@ int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, 
 /* What the map names for pgno (level, TXIDs) and whether it is held; 0 when
 ** nothing. */
 int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, int *held);
+/* Starts writing pages [pgno, pgno + n) to disk without waiting (where
+** the system can), so that the sync that makes them durable later has
+** little left to do: disk writes overlap the download. */
+void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n);
 /* Makes the image's bytes and record durable (before the meta moves). */
 int cache_image_sync(cache_image *im, ltx_error *err);
 int cache_image_write_meta(cache_image *im, const cache_image_meta *m, ltx_error *err);
@@ -192,6 +216,9 @@ typedef struct replica_config {
   uint64_t cache_max;    /* most bytes the image may hold (0: no limit but the
                          ** disk's free space, less a reserve) */
   int hydrate;           /* fill the local image in the background */
+  int hydrate_alone;     /* nothing but the fill will read (ltvfs hydrate): it
+                         ** runs all its workers at once; otherwise the extra
+                         ** workers wait until readers have been quiet a while */
 } replica_config;
 
 /* What the hydrator is doing (replica_stat.hydrate_phase). */
@@ -207,6 +234,7 @@ enum {
 typedef struct replica_readahead {
   uint32_t last_pgno;
   uint32_t run;          /* frames per fetch, 0 = start small */
+  cache_image_stream img; /* the same reader's pages from the local image */
 } replica_readahead;
 
 typedef struct replica_stat {
@@ -273,6 +301,9 @@ void replica_set_log(replica_log_fn fn);
 /* Percent of the latest view's pages the local image holds (0 without
 ** one, 100 once hydrated). */
 int replica_hydration_percent(replica *r);
+/* Waits up to ms for the image to be fully hydrated (and durable); 1 when
+** it is. */
+int replica_hydration_wait(replica *r, int ms);
 /* Seconds since the last successful poll, -1 before one. */
 int64_t replica_lag_seconds(replica *r);
 

@@ -18,9 +18,16 @@
 **            crash anywhere replays the staged file at the next open: no
 **            network needed, idempotent.
 **   fill     when there is nothing to apply: the pages of H's map the image
-**            does not hold, by runs of frames (up to 8 MiB each, eight at a
-**            time), decoded here, written in order. It yields while readers
-**            are fetching (a reader's miss goes first).
+**            does not hold, by runs of frames (up to 8 MiB of one file
+**            each). FILL_PARALLEL workers each take the next run, fetch it,
+**            decode it and write it (one write per stretch of consecutive
+**            pages), then take another: requests stay in flight while others
+**            decode, and the disk writes are started as they are made
+**            (writeback), so download, decode and disk overlap and the final
+**            sync is short. It yields while readers are fetching (a reader's
+**            miss goes first).
+**   check    after a warm open: the CRC of every page an earlier process
+**            left, so that readers find them checked.
 **
 ** Readers also write through (replica.c): a page a reader fetched whose
 ** file is the one the map names goes into the image.
@@ -50,10 +57,13 @@
 
 #define APPLY_RANGE_BYTES (8u << 20) /* one request of a file being applied */
 #define FILL_RUN_BYTES (8u << 20)    /* one request of the fill */
-#define FILL_PARALLEL 4              /* fill requests in flight (twice that
-                                     ** much memory: one batch being written) */
+#define FILL_PARALLEL 6              /* fill workers: requests in flight (each
+                                     ** holds one run's bytes, FILL_RUN_BYTES) */
+#define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
+#define READERS_QUIET_MS 200         /* readers were busy this recently: one fill worker */
+#define CHECK_PAGES 2048             /* pages the CRC check pass takes at a time */
 #define DISK_RESERVE (64u << 20)     /* free space the image never takes (or 1/16
                                      ** of a smaller file system) */
 
@@ -245,19 +255,19 @@ out:
 /* Gives the record v's map: every page remapped to the file v names
 ** (pages whose file is unchanged stay held), the rest dropped. */
 static int rebase(replica *r, replica_view *v, ltx_error *err) {
-  int rc = LTX_OK;
+  int rc = LTX_OK, fresh = 0;
   uint32_t old_commit = r->img_meta.commit;
-  if (r->img_meta.page_size != 0 && r->img_meta.page_size != v->page_size) {
+  if (r->img_meta.page_size != v->page_size) {
     rc = cache_image_reset(r->img, v->page_size, err);
     old_commit = 0;
-    if (rc != LTX_OK) return rc;
-  } else if (r->img_meta.page_size == 0) {
-    rc = cache_image_reset(r->img, v->page_size, err);
+    fresh = 1;
     if (rc != LTX_OK) return rc;
   }
   r->img_meta.page_size = v->page_size;
   r->img_meta.applying.level = REBASE_MARK;
-  rc = write_meta(r, err);
+  /* The marker protects the pages held; after a reset there is no meta at
+  ** all until the one below, so a crash in between finds nothing to trust. */
+  if (!fresh) rc = write_meta(r, err);
   for (uint32_t p = 1; p <= v->commit && rc == LTX_OK; p++) {
     const rp_slot *s = rp_view_slot(v, p);
     rc = cache_image_remap(r->img, p, s && s->file ? &s->file->meta : NULL, NULL, err);
@@ -411,7 +421,6 @@ void rp_image_published(replica *r, replica_view *view, rp_file **files, size_t 
 typedef struct fill_run {
   rp_file *f;
   uint32_t lo, hi; /* index positions */
-  uint8_t *buf;
 } fill_run;
 
 /* Where the fill is: file index in v->files and position in its index. A
@@ -422,14 +431,13 @@ typedef struct fill_cursor {
   uint32_t pos;
 } fill_cursor;
 
-/* Collects up to FILL_PARALLEL runs of frames holding pages of v's map the
-** image does not hold. A run is contiguous in its file, up to 8 MiB, and
-** carries the frames in between that are not wanted (superseded by a later
-** file, or held already): one request for a stretch of a file, never one
-** per page. */
-static size_t collect_runs(replica *r, replica_view *v, fill_cursor *cur, fill_run *runs) {
-  size_t nrun = 0;
-  while (nrun < FILL_PARALLEL && cur->file < v->nfiles) {
+/* The next run of frames holding pages of v's map the image does not hold
+** (0 when the pass is over). A run is contiguous in its file, up to 8 MiB,
+** and carries the frames in between that are not wanted (superseded by a
+** later file, or held already): one request for a stretch of a file, never
+** one per page. */
+static int next_run(replica *r, replica_view *v, fill_cursor *cur, fill_run *run) {
+  while (cur->file < v->nfiles) {
     rp_file *f = v->files[cur->file];
     ltx_error err = {0};
     if (rp_file_ensure_loaded(r, f, &err) != LTX_OK) { /* a reader will say why */
@@ -453,151 +461,194 @@ static size_t collect_runs(replica *r, replica_view *v, fill_cursor *cur, fill_r
       hi++;
       if (cache_image_wants(r->img, e[hi - 1].pgno, &f->meta)) useful_end = hi;
     }
-    runs[nrun].f = f;
-    runs[nrun].lo = lo;
-    runs[nrun].hi = useful_end;
-    runs[nrun].buf = NULL;
-    nrun++;
+    run->f = f;
+    run->lo = lo;
+    run->hi = useful_end;
     cur->pos = useful_end;
+    return 1;
   }
-  return nrun;
+  return 0;
 }
 
-/* A fetched batch of runs: the bytes, and a reference to each run's file. */
-typedef struct fill_batch {
-  fill_run runs[FILL_PARALLEL];
-  store_range rr[FILL_PARALLEL];
-  size_t n;
-} fill_batch;
+/* One stretch of a fill pass, shared by its workers: each takes the next
+** run from the cursor, fetches it (one request), decodes it and writes it,
+** then takes another; FILL_PARALLEL requests stay in flight, decoding runs
+** on every core, and nobody waits for the slowest request of a batch. The
+** disk writes of each chunk are started at once (cache_image_writeback), so
+** the sync at the end has little left to do. */
+typedef struct fill_job {
+  replica *r;
+  replica_view *v;          /* the map being filled (a reference held by the hydrator) */
+  fill_cursor *cur;         /* under mu */
+  pthread_mutex_t mu;
+  int found;                /* some run was taken */
+  atomic_int over;          /* the pass has no more runs, or a fetch failed */
+  int rc;                   /* the first failure (err says why); stops the others */
+  ltx_error err;
+} fill_job;
 
-static void batch_free(fill_batch *b) {
-  for (size_t i = 0; i < b->n; i++) {
-    free(b->runs[i].buf);
-    rp_file_release(b->runs[i].f);
-  }
-  free(b);
+/* Whether the hydrator has better things to do than filling (closing, files
+** to apply, a rebase): the workers stop after their current run. */
+static int fill_interrupted(replica *r) {
+  pthread_mutex_lock(&r->mutex);
+  int stop = r->stop || r->img_queue != NULL || r->img_rebase;
+  pthread_mutex_unlock(&r->mutex);
+  return stop;
 }
 
-/* Fetches the runs in parallel (one request each) into a new batch. */
-static int fetch_batch(replica *r, const fill_run *runs, size_t nrun, fill_batch **out,
-                       ltx_error *err) {
-  fill_batch *b = calloc(1, sizeof(*b));
+/* Decodes the frames of run the image wants from buf (the run's bytes) and
+** writes them FILL_CHUNK_BYTES at a time. */
+static int write_run(replica *r, const fill_run *run, const uint8_t *buf, uint8_t *pages,
+                     uint32_t *pgnos, uint64_t *crcs, uint32_t chunk, ltx_error *err) {
+  rp_file *f = run->f;
+  const ltx_page_entry *e = f->idx.entries;
+  uint64_t base = e[run->lo].offset;
+  uint32_t n = 0;
   int rc = LTX_OK;
-  if (b == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-  for (size_t i = 0; i < nrun; i++) {
-    const ltx_page_entry *e = runs[i].f->idx.entries;
-    b->runs[i] = runs[i];
-    atomic_fetch_add(&runs[i].f->refs, 1);
-    b->n = i + 1;
-    b->rr[i].key = runs[i].f->key;
-    b->rr[i].off = e[runs[i].lo].offset;
-    b->rr[i].n = (size_t)(e[runs[i].hi - 1].offset + e[runs[i].hi - 1].size - b->rr[i].off);
-    b->runs[i].buf = b->rr[i].buf = malloc(b->rr[i].n ? b->rr[i].n : 1);
-    if (b->runs[i].buf == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  for (uint32_t j = run->lo; j <= run->hi && rc == LTX_OK; j++) {
+    int last = j == run->hi;
+    if (!last && cache_image_wants(r->img, e[j].pgno, &f->meta)) { /* else bridged over */
+      ltx_error derr = {0};
+      if (ltx_frame_decode(buf + (e[j].offset - base), e[j].size, e[j].pgno, f->page_size,
+                           pages + (size_t)n * f->page_size, &derr) != LTX_OK) {
+        atomic_fetch_add(&r->fill_decode_failures, 1);
+        last = 1; /* a reader of that page will see the error */
+      } else {
+        pgnos[n++] = e[j].pgno;
+      }
+    }
+    if (n > 0 && (n == chunk || last)) {
+      for (uint32_t k = 0; k < n; k++) /* here, not under the image's write lock */
+        crcs[k] = ltx_crc64(0, pages + (size_t)k * f->page_size, f->page_size);
+      rc = cache_image_put_pages(r->img, &f->meta, pgnos, pages, crcs, n, err);
+      cache_image_writeback(r->img, pgnos[0], pgnos[n - 1] - pgnos[0] + 1);
+      n = 0;
+    }
+    if (last) break;
   }
-  if (rc == LTX_OK) rc = store_read_ranges(r->st, b->rr, b->n, err);
-  if (rc != LTX_OK) {
-    batch_free(b);
-    return rc;
-  }
-  for (size_t i = 0; i < b->n; i++) atomic_fetch_add(&r->hyd_bytes, b->rr[i].n);
-  *out = b;
-  return LTX_OK;
+  return rc;
 }
 
-/* Decodes a batch and writes the pages the image wants; frees it. */
-static void write_batch(replica *r, fill_batch *b) {
-  uint8_t *page = NULL;
+/* What a worker saw of the readers: the image's hits, and when they last
+** changed. */
+typedef struct reader_watch {
+  uint64_t hits;
+  int64_t changed_ms;
+} reader_watch;
+
+/* Whether readers fetched, or read from the image, in the last
+** READERS_QUIET_MS (no cost on their side: the counters exist anyway). */
+static int readers_busy(replica *r, reader_watch *w) {
+  cache_image_stat s;
+  int64_t now = rp_mono_ms();
+  cache_image_stats(r->img, &s);
+  if (s.hits != w->hits) {
+    w->hits = s.hits;
+    w->changed_ms = now;
+  }
+  return now - w->changed_ms < READERS_QUIET_MS ||
+         now - atomic_load(&r->readers_fetched_ms) < READERS_QUIET_MS;
+}
+
+/* A worker: its job, and its number (0: the hydrator's own thread, the one
+** that never stands aside for readers). */
+typedef struct fill_worker_arg {
+  fill_job *j;
+  int self;
+} fill_worker_arg;
+
+static void *fill_worker(void *arg) {
+  fill_job *j = ((fill_worker_arg *)arg)->j;
+  int self = ((fill_worker_arg *)arg)->self;
+  replica *r = j->r;
+  /* readers may be about to start (an application opened the replica):
+  ** the extra workers first wait to see them quiet */
+  reader_watch seen = {0, r->cfg.hydrate_alone ? 0 : rp_mono_ms()};
+  uint8_t *buf = NULL, *pages = NULL;
+  uint32_t *pgnos = NULL;
+  uint64_t *crcs = NULL;
+  uint32_t ps = j->v->page_size, chunk = FILL_CHUNK_BYTES / ps ? FILL_CHUNK_BYTES / ps : 1;
   ltx_error err = {0};
   int rc = LTX_OK;
-  for (size_t i = 0; i < b->n && rc == LTX_OK; i++) {
-    rp_file *f = b->runs[i].f;
-    const ltx_page_entry *e = f->idx.entries;
-    free(page);
-    if ((page = malloc(f->page_size)) == NULL) break;
-    for (uint32_t j = b->runs[i].lo; j < b->runs[i].hi && rc == LTX_OK; j++) {
-      ltx_error derr = {0};
-      if (!cache_image_wants(r->img, e[j].pgno, &f->meta)) continue; /* bridged over */
-      if (ltx_frame_decode(b->runs[i].buf + (e[j].offset - b->rr[i].off), e[j].size, e[j].pgno,
-                           f->page_size, page, &derr) != LTX_OK) {
-        atomic_fetch_add(&r->fill_decode_failures, 1);
-        break; /* a reader of that page will see the error */
-      }
-      rc = cache_image_put(r->img, e[j].pgno, &f->meta, page, &err);
+  pages = malloc((size_t)chunk * ps);
+  pgnos = malloc(chunk * sizeof(*pgnos));
+  crcs = malloc(chunk * sizeof(*crcs));
+  if (pages == NULL || pgnos == NULL || crcs == NULL) {
+    rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (;;) {
+    fill_run run;
+    /* Readers first: nobody fills while one fetches, and while readers
+    ** are busy (a scan) only the first worker does, so the fill's buffers
+    ** and requests stay out of their way. */
+    while ((atomic_load(&r->readers_fetching) > 0 || (self > 0 && readers_busy(r, &seen))) &&
+           !atomic_load(&j->over) && !fill_interrupted(r))
+      rp_sleep_ms(YIELD_MS);
+    if (atomic_load(&j->over) || fill_interrupted(r)) break;
+    pthread_mutex_lock(&j->mu);
+    int got = j->rc == LTX_OK && next_run(r, j->v, j->cur, &run);
+    if (got) j->found = 1;
+    else atomic_store(&j->over, 1);
+    pthread_mutex_unlock(&j->mu);
+    if (!got) break;
+    const ltx_page_entry *e = run.f->idx.entries;
+    uint64_t off = e[run.lo].offset;
+    size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
+    /* a buffer per run, given back after it: a worker that waits (for
+    ** readers, for the store) holds no run's bytes */
+    if ((buf = malloc(len)) == NULL) {
+      rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory for a %zu-byte read", len);
+      break;
+    }
+    rc = store_read_range(r->st, run.f->key, off, buf, len, &err);
+    if (rc != LTX_OK) break;
+    atomic_fetch_add(&r->hyd_bytes, len);
+    rc = write_run(r, &run, buf, pages, pgnos, crcs, chunk, &err);
+    free(buf);
+    buf = NULL;
+    if (rc != LTX_OK) {
+      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
+      rc = LTX_OK; /* the image stopped growing; that is not the fill's failure */
+      break;
     }
   }
-  if (rc != LTX_OK) rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
-  free(page);
-  batch_free(b);
-}
-
-/* The fill's writer thread: it decodes and writes one batch while the
-** hydrator fetches the next, so that download and disk writes overlap. At
-** most two batches exist at once (one being written, one being fetched). */
-typedef struct fill_writer {
-  replica *r;
-  pthread_mutex_t mu;
-  pthread_cond_t cond;
-  fill_batch *batch; /* handed over, not taken yet */
-  int busy, quit, started;
-  pthread_t th;
-} fill_writer;
-
-static void *writer_main(void *arg) {
-  fill_writer *w = arg;
-  pthread_mutex_lock(&w->mu);
-  for (;;) {
-    while (w->batch == NULL && !w->quit) pthread_cond_wait(&w->cond, &w->mu);
-    if (w->batch == NULL) break;
-    fill_batch *b = w->batch;
-    w->batch = NULL;
-    w->busy = 1;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->mu);
-    write_batch(w->r, b);
-    pthread_mutex_lock(&w->mu);
-    w->busy = 0;
-    pthread_cond_broadcast(&w->cond);
+out:
+  if (rc != LTX_OK) {
+    atomic_store(&j->over, 1);
+    pthread_mutex_lock(&j->mu);
+    if (j->rc == LTX_OK) {
+      j->rc = rc;
+      j->err = err;
+    }
+    pthread_mutex_unlock(&j->mu);
   }
-  pthread_mutex_unlock(&w->mu);
+  free(buf);
+  free(pages);
+  free(pgnos);
+  free(crcs);
   return NULL;
 }
 
-/* Gives b to the writer (waiting while it still has one to take); writes
-** it here when there is no writer thread. */
-static void writer_hand(fill_writer *w, fill_batch *b) {
-  if (!w->started) {
-    w->started = pthread_create(&w->th, NULL, writer_main, w) == 0 ? 1 : -1;
-  }
-  if (w->started < 0) {
-    write_batch(w->r, b);
-    return;
-  }
-  pthread_mutex_lock(&w->mu);
-  while (w->batch != NULL) pthread_cond_wait(&w->cond, &w->mu);
-  w->batch = b;
-  pthread_cond_broadcast(&w->cond);
-  pthread_mutex_unlock(&w->mu);
-}
-
-/* Waits until everything handed over is written. */
-static void writer_drain(fill_writer *w) {
-  if (w->started <= 0) return;
-  pthread_mutex_lock(&w->mu);
-  while (w->batch != NULL || w->busy) pthread_cond_wait(&w->cond, &w->mu);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static void writer_stop(fill_writer *w) {
-  if (w->started > 0) {
-    pthread_mutex_lock(&w->mu);
-    w->quit = 1;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
-  }
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cond);
+/* Fills v's map from *cur on, with FILL_PARALLEL workers (this thread one
+** of them), until the pass is over, the hydrator is needed elsewhere or a
+** fetch fails. *found: some run was taken. */
+static int fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err) {
+  fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK};
+  fill_worker_arg args[FILL_PARALLEL];
+  pthread_t th[FILL_PARALLEL];
+  int started[FILL_PARALLEL] = {0};
+  pthread_mutex_init(&j.mu, NULL);
+  for (int i = 0; i < FILL_PARALLEL; i++) args[i] = (fill_worker_arg){&j, i};
+  for (int i = 1; i < FILL_PARALLEL; i++)
+    started[i] = pthread_create(&th[i], NULL, fill_worker, &args[i]) == 0;
+  fill_worker(&args[0]);
+  for (int i = 1; i < FILL_PARALLEL; i++)
+    if (started[i]) pthread_join(th[i], NULL);
+  pthread_mutex_destroy(&j.mu);
+  if (j.found) *found = 1;
+  if (j.rc != LTX_OK) *err = j.err;
+  return j.rc;
 }
 
 /* ---- the thread ---- */
@@ -635,13 +686,13 @@ static int verify_replica(replica *r, ltx_error *err) {
 }
 
 static void hydrator_work(replica *r) {
-  fill_writer writer = {.r = r};
   fill_cursor cursor = {0, 0};
   int pass_found = 0;        /* the fill's pass from page 1 found pages to fetch */
   unsigned pass_fails = 0;   /* frames that failed to decode when that pass began */
   int stuck = 0;             /* a pass fetched pages but the image took none */
   int fits = -1;             /* the map fits the budget (-1: not checked yet) */
   int failures = 0;
+  uint32_t check_next = 1;   /* the next page whose CRC the check pass looks at */
   pthread_mutex_lock(&r->mutex);
   while (!r->stop) {
     ltx_error err = {0};
@@ -730,6 +781,15 @@ static void hydrator_work(replica *r) {
       }
       pthread_mutex_unlock(&r->mutex);
       step_free(step);
+    } else if (r->img_view && check_next <= r->img_meta.commit) {
+      /* Pages an earlier process left: their CRCs checked here, on this
+      ** thread, so that readers find them checked (a reader checks a page
+      ** it reads first; both is harmless). */
+      pthread_mutex_unlock(&r->mutex);
+      uint32_t at = cache_image_check(r->img, check_next, CHECK_PAGES);
+      check_next = at > check_next ? at : UINT32_MAX; /* past the record: done */
+      pthread_mutex_lock(&r->mutex);
+      continue;
     } else if (r->cfg.hydrate && r->img_view && fits < 0) {
       uint64_t commit = r->img_view->commit;
       uint32_t ps = r->img_view->page_size;
@@ -739,24 +799,15 @@ static void hydrator_work(replica *r) {
       continue;
     } else if (r->cfg.hydrate && r->img_view && cursor.file < r->img_view->nfiles && !stuck &&
                fits) {
-      fill_run runs[FILL_PARALLEL];
       target = r->img_view;
       replica_view_ref(target);
       pthread_mutex_unlock(&r->mutex);
       atomic_store(&r->img_phase, REPLICA_HYDRATE_FILLING);
-      while (atomic_load(&r->readers_fetching) > 0 && !r->stop) rp_sleep_ms(YIELD_MS);
       if (cursor.file == 0 && cursor.pos == 0) { /* a pass begins */
         pass_fails = atomic_load(&r->fill_decode_failures);
         pass_found = 0;
       }
-      size_t nrun = collect_runs(r, target, &cursor, runs);
-      if (nrun > 0) {
-        fill_batch *batch = NULL;
-        pass_found = 1;
-        rc = fetch_batch(r, runs, nrun, &batch, &err);
-        if (rc == LTX_OK) writer_hand(&writer, batch);
-      }
-      if (cursor.file >= target->nfiles) writer_drain(&writer); /* the pass is written */
+      rc = fill_some(r, target, &cursor, &pass_found, &err);
       if (cursor.file >= target->nfiles && pass_found) {
         /* a pass that fetched something: one more to find what it missed
         ** (pages a racing change left out); a pass that finds nothing means
@@ -779,13 +830,21 @@ static void hydrator_work(replica *r) {
       cache_image_stats(r->img, &is);
       int held_all = r->img_view && cursor.file >= r->img_view->nfiles && !stuck && fits == 1 &&
                      !is.disabled;
-      atomic_store(&r->img_phase, held_all && r->cfg.hydrate ? REPLICA_HYDRATE_DONE
-                                                              : REPLICA_HYDRATE_IDLE);
       if (held_all && r->cfg.hydrate) {
         /* durable before saying done; then sleep until there is work */
-        pthread_mutex_unlock(&r->mutex);
-        cache_image_sync(r->img, &err);
-        pthread_mutex_lock(&r->mutex);
+        if (atomic_load(&r->img_phase) != REPLICA_HYDRATE_DONE) {
+          pthread_mutex_unlock(&r->mutex);
+          int synced = cache_image_sync(r->img, &err) == LTX_OK;
+          pthread_mutex_lock(&r->mutex);
+          if (!synced) { /* tried again at the next wake-up */
+            rp_log(REPLICA_LOG_WARN, "%s: local image: %s", r->url, err.msg);
+          } else {
+            atomic_store(&r->img_phase, REPLICA_HYDRATE_DONE);
+            pthread_cond_broadcast(&r->cond); /* replica_hydration_wait */
+          }
+        }
+      } else {
+        atomic_store(&r->img_phase, REPLICA_HYDRATE_IDLE);
       }
       if (!r->stop && !r->img_rebase && !r->img_queue) {
         struct timespec until = rp_realtime_in(1000);
@@ -809,7 +868,6 @@ static void hydrator_work(replica *r) {
     pthread_mutex_lock(&r->mutex);
   }
   pthread_mutex_unlock(&r->mutex);
-  writer_stop(&writer);
 }
 
 static void *hydrator_main(void *arg) {
@@ -830,6 +888,17 @@ void rp_hydrator_start(replica *r) {
     }
   }
   pthread_mutex_unlock(&r->mutex);
+}
+
+int replica_hydration_wait(replica *r, int ms) {
+  struct timespec until = rp_realtime_in(ms);
+  int done;
+  pthread_mutex_lock(&r->mutex);
+  while (!(done = atomic_load(&r->img_phase) == REPLICA_HYDRATE_DONE) && r->img != NULL &&
+         pthread_cond_timedwait(&r->cond, &r->mutex, &until) != ETIMEDOUT) {
+  }
+  pthread_mutex_unlock(&r->mutex);
+  return done;
 }
 
 int replica_hydration_percent(replica *r) {

@@ -26,22 +26,50 @@
 ** whose page map names file F for p only if the entry names F too, holds the
 ** page, and the bytes read back have the entry's CRC. Every entry is thus
 ** self-validating: a torn write, a crash between bytes and entry, or a
-** concurrent rewrite is a miss, never wrong bytes.
+** concurrent rewrite is a miss, never wrong bytes. The CRC is checked once
+** per process and page, for bytes an earlier process left (the hydrator's
+** check pass does most of it in the background); bytes this process writes
+** are whole before their entry says held.
+**
+** Readers take no lock. They copy a page from a read-only shared mapping of
+** the image (the "window", larger than the file) or pread it when the
+** window does not cover it. A mapped page past the end of the file would
+** fault (SIGBUS), so while the image is open its file never shrinks: a
+** shrink or reset punches the blocks away and keeps the size, close cuts the
+** file to what the map needs. A page is touched only while its entry says
+** held, and its pwrite (which extended the file) came before that. Mapped
+** pages count as the process's resident memory: a reader that streams
+** forward while the image fills gives back the page tables behind it
+** (MADV_DONTNEED; the pages stay in the page cache), so a cold scan stays
+** flat; a hydrated image stays mapped where it was read, like a database
+** under mmap.
 **
 ** Order of writes (one writer at a time, under im->write_mutex, which is
 ** held across the pwrite of one page: the entry and its bytes must change
 ** together, and a local write of a page is short; it is never held across
-** a store call or an fsync):
+** a store call or an fsync, but it is across an eviction's msync and punch):
 **   put (fill, read-through): pwrite the bytes; store crc; store held = 1.
 **   remap (a new file F applied, or a rebase): store held = 0; store the new
 **     identity; then, if the bytes are at hand, pwrite them, crc, held = 1.
-** A reader loads held, identity and crc, preads, then loads held and the
-** identity again and compares; the CRC check backs that up (and is all
-** another process could rely on). Crash consistency for the map itself (the
-** identities) comes from the marker protocol of cache_image_meta.applying:
-** the marker is durable before the first entry changes, H moves only after
-** every entry of the file is written and synced, and a restart with a
-** marker set replays the staged file (idempotent).
+**   shrink, reset: seq odd; entries cleared; blocks punched; seq even.
+**   evict (a budget, cache_max): per victim extent, ext_seq odd; its entries
+**     say held = 0; those entries synced (msync); THEN its blocks punched;
+**     ext_seq even. The record never claims bytes that are gone, even
+**     after a crash (and the CRC would catch it if it did).
+** A reader loads seq, the entry and its extent's ext_seq, copies, then loads
+** them all again and compares (a seqlock: any overlapping change is a miss);
+** the CRC check backs that up (and is all another process could rely on).
+** Crash consistency for the map itself (the identities) comes from the
+** marker protocol of cache_image_meta.applying: the marker is durable before
+** the first entry changes, H moves only after every entry of the file is
+** written and synced, and a restart with a marker set replays the staged
+** file (idempotent).
+**
+** The budget: at most `budget` bytes of pages are held. A write that would
+** pass it first evicts cold extents (EXTENT_PAGES pages, CLOCK: an extent
+** read since the hand last passed gets another round) down to 7/8 of it; so
+** a database larger than cache_max keeps its hottest extents, and the
+** image's allocated blocks stay under the budget.
 */
 #include "config.h"
 
@@ -66,6 +94,14 @@
 #define IMAGE_FORMAT 1
 #define PAGES_HEADER 64
 #define MAP_MIN_PAGES (1u << 16)
+#define EXTENT_PAGES 256u           /* the unit of eviction (1 MiB of 4 KiB pages) */
+#define WINDOW_MIN_BYTES (256u << 20) /* the smallest mapping of the image */
+#define WINDOW_TRIM_BYTES (4u << 20) /* a scan drops the window's page tables
+                                     ** behind it this often (MADV_DONTNEED): the
+                                     ** mapped pages would count as resident memory,
+                                     ** as many as the database has */
+#define STREAM_GAP 8u                /* pages a scan may skip and still be one */
+#define STREAM_MIN 64u               /* pages in a row that make a scan */
 
 typedef struct image_entry {
   _Atomic uint64_t max_txid;  /* 0: no file holds the page in the map */
@@ -87,22 +123,55 @@ typedef struct record_map {
                           ** process. Bytes this process writes are whole
                           ** before the entry says held, so only bytes an
                           ** earlier process left need the check, once. */
+  atomic_uchar *touched;  /* per extent of EXTENT_PAGES pages: read since the
+                          ** eviction clock last passed it (CLOCK) */
+  atomic_uint *ext_seq;   /* per extent: odd while it is being evicted (its
+                          ** entries cleared, then its blocks punched); a read
+                          ** that overlaps is a miss. Every map of the chain
+                          ** gets the same bumps (readers may use any). */
   struct record_map *older;
 } record_map;
+
+/* A read-only shared mapping of the image file, larger than the file (the
+** part beyond its end is never touched: a page is read only while its
+** entry says held, which its pwrite, extending the file, preceded; and the
+** file never shrinks while it is mapped: see cache_image_truncate). A
+** larger one replaces it as the database grows; old ones stay until close. */
+typedef struct image_window {
+  uint8_t *base;
+  size_t bytes;
+  struct image_window *older;
+} image_window;
 
 struct cache_image {
   char *dir;
   int lock_fd, image_fd, pages_fd;
   atomic_uint page_size;       /* 0: empty (read by readers without a lock) */
   _Atomic(record_map *) map;
+  _Atomic(image_window *) win; /* NULL: readers pread */
+  atomic_uint seq;             /* odd while entries are being taken away
+                               ** together with their bytes (a shrink, a reset,
+                               ** an eviction): a read that overlaps one is a
+                               ** miss (seqlock) */
+  uint64_t logical;            /* bytes the image file should have: a shrink
+                               ** punches the tail, the file is cut to this
+                               ** at close (write_mutex) */
+  uint32_t clock_hand;         /* next extent the eviction looks at (write_mutex) */
+  int punch_failed;            /* hole punching is not supported here (logged once) */
   atomic_uint backed;          /* entries 1..backed have disk blocks: a mapped
                                ** page of a sparse file on a full file system
                                ** would fault with SIGBUS, so no entry beyond
                                ** is ever touched */
   pthread_mutex_t write_mutex; /* one writer of bytes and entries at a time */
   atomic_int disabled;         /* writes stopped (disk full, I/O error, budget) */
-  atomic_uint_fast64_t budget; /* most bytes of pages to hold; 0 = no limit */
-  atomic_uint_fast64_t held, hits, misses, bad, bytes_written;
+  atomic_uint_fast64_t budget; /* most bytes of pages to hold; UINT64_MAX = no limit */
+  atomic_uint_fast64_t held, bad, bytes_written, evicted;
+  atomic_uint_fast64_t mapped; /* entries that name a file: held == mapped is a
+                               ** full image (write_mutex; read by readers) */
+  /* bumped by every reader: a line of their own, away from the writers' */
+  _Alignas(64) atomic_uint_fast64_t hits;
+  atomic_uint_fast64_t misses;
+  char pad_[64 - 2 * sizeof(atomic_uint_fast64_t)];
 };
 
 /* ---- small helpers ---- */
@@ -339,12 +408,28 @@ static int record_reserve(cache_image *im, uint32_t pages, ltx_error *err) {
     return io_error(err, "grow", "the page record");
   }
   m->checked = calloc((size_t)want + 1, 1);
-  m->base = m->checked ? mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im->pages_fd, 0)
-                       : MAP_FAILED;
+  m->touched = calloc((size_t)want / EXTENT_PAGES + 1, 1);
+  m->ext_seq = calloc((size_t)want / EXTENT_PAGES + 1, sizeof(*m->ext_seq));
+  m->base = m->checked && m->touched && m->ext_seq
+                ? mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, im->pages_fd, 0)
+                : MAP_FAILED;
   if (m->base == MAP_FAILED) {
     free(m->checked);
+    free(m->touched);
+    free(m->ext_seq);
     free(m);
     return io_error(err, "map", "the page record");
+  }
+  if (old) { /* what this process learnt so far carries over (a lost update is harmless) */
+    for (uint32_t p = 0; p <= old->pages; p++)
+      if (atomic_load_explicit(&old->checked[p], memory_order_relaxed))
+        atomic_store_explicit(&m->checked[p], 1, memory_order_relaxed);
+    for (uint32_t x = 0; x <= old->pages / EXTENT_PAGES; x++) {
+      atomic_store_explicit(&m->touched[x],
+                            atomic_load_explicit(&old->touched[x], memory_order_relaxed),
+                            memory_order_relaxed);
+      atomic_store(&m->ext_seq[x], atomic_load(&old->ext_seq[x])); /* even: write_mutex */
+    }
   }
   m->older = old;
   atomic_store(&im->map, m);
@@ -354,12 +439,50 @@ static int record_reserve(cache_image *im, uint32_t pages, ltx_error *err) {
 
 /* Counts the pages held (at open). */
 static uint64_t count_held(cache_image *im, uint32_t commit) {
-  uint64_t n = 0;
+  uint64_t n = 0, mapped = 0;
   for (uint32_t p = 1; p <= commit; p++) {
     image_entry *e = entry_of(im, current(im), p);
     if (e && atomic_load(&e->held)) n++;
+    if (e && atomic_load(&e->max_txid)) mapped++;
   }
+  atomic_store(&im->mapped, mapped);
   return n;
+}
+
+/* Makes the window cover the first end bytes of the image (a mapping twice
+** that, at least WINDOW_MIN_BYTES). Without one, readers pread. Caller holds
+** write_mutex (or is the only thread). */
+static void window_cover(cache_image *im, uint64_t end) {
+  image_window *old = atomic_load(&im->win), *w;
+  uint64_t want = WINDOW_MIN_BYTES;
+  if (old && old->bytes >= end) return;
+  while (want < end * 2) want *= 2;
+  if (want > SIZE_MAX / 2) return;
+  w = calloc(1, sizeof(*w));
+  if (w == NULL) return;
+  w->bytes = (size_t)want;
+  w->base = mmap(NULL, w->bytes, PROT_READ, MAP_SHARED, im->image_fd, 0);
+  if (w->base == MAP_FAILED) {
+    free(w);
+    return;
+  }
+  w->older = old;
+  atomic_store(&im->win, w);
+}
+
+/* Gives back the disk blocks of image bytes [off, off + n) (the file keeps
+** its size). 0, or -1 when the file system cannot (nothing changed). */
+static int punch(cache_image *im, uint64_t off, uint64_t n) {
+  if (n == 0) return 0;
+#if defined(HAVE_FALLOCATE) && HAVE_DECL_FALLOC_FL_PUNCH_HOLE && HAVE_DECL_FALLOC_FL_KEEP_SIZE
+  if (fallocate(im->image_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) == 0)
+    return 0;
+#else
+  (void)off;
+  errno = EOPNOTSUPP;
+#endif
+  im->punch_failed = 1;
+  return -1;
 }
 
 /* ---- open, reset, close ---- */
@@ -417,6 +540,15 @@ static int open_data_files(cache_image *im, ltx_error *err) {
     }
   }
   rc = record_reserve(im, 1, err);
+  if (rc == LTX_OK) {
+    struct stat sb;
+    if (fstat(im->image_fd, &sb) != 0) {
+      rc = io_error(err, "stat", ip);
+      goto out;
+    }
+    im->logical = (uint64_t)sb.st_size;
+    window_cover(im, (uint64_t)sb.st_size);
+  }
 out:
   free(ip);
   free(pp);
@@ -429,8 +561,25 @@ static void close_data_files(cache_image *im) {
     record_map *older = m->older;
     munmap(m->base, m->bytes);
     free(m->checked);
+    free(m->touched);
+    free(m->ext_seq);
     free(m);
     m = older;
+  }
+  image_window *w = atomic_exchange(&im->win, NULL);
+  while (w) {
+    image_window *older = w->older;
+    munmap(w->base, w->bytes);
+    free(w);
+    w = older;
+  }
+  /* No mapping is left: the file may shrink to what the map needs. */
+  if (im->image_fd >= 0) {
+    struct stat sb;
+    if (fstat(im->image_fd, &sb) == 0 && (uint64_t)sb.st_size > im->logical &&
+        ftruncate(im->image_fd, (off_t)im->logical) != 0) {
+      /* a longer file only costs its (punched) tail */
+    }
   }
   if (im->image_fd >= 0) close(im->image_fd);
   if (im->pages_fd >= 0) close(im->pages_fd);
@@ -520,13 +669,14 @@ const char *cache_image_path(const cache_image *im) { return im->dir; }
 
 /* Readers may be looking at the record and the image while this runs: the
 ** mappings stay, every entry is cleared in place (held first), then the
-** image file is emptied. */
+** image file's blocks are punched (its size stays until close). */
 int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err) {
   int rc = LTX_OK;
   char *staging = path_in(im->dir, "staging"), *meta = path_in(im->dir, "meta");
   pthread_mutex_lock(&im->write_mutex);
   /* No meta first: a crash from here on finds no image, not a stale one. */
   if (meta) unlink(meta);
+  atomic_fetch_add(&im->seq, 1); /* odd: readers miss until it is even again */
   atomic_store(&im->page_size, 0);
   for (record_map *m = current(im); m != NULL; m = NULL) {
     for (uint32_t p = 1; p <= m->pages && p <= atomic_load(&im->backed); p++) {
@@ -536,10 +686,19 @@ int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err) {
       if (atomic_load(&e->min_level)) atomic_store(&e->min_level, 0);
     }
   }
-  if (ftruncate(im->image_fd, 0) != 0) rc = io_error(err, "truncate", "the local image");
+  /* The file keeps its size while it is mapped (a read of a page beyond
+  ** the end of a mapped file faults); its blocks go. */
+  {
+    struct stat sb;
+    if (fstat(im->image_fd, &sb) != 0) rc = io_error(err, "stat", "the local image");
+    else punch(im, 0, (uint64_t)sb.st_size); /* where it cannot, the bytes stay, unclaimed */
+  }
+  im->logical = 0;
+  atomic_fetch_add(&im->seq, 1);
   if (staging) unlink(staging);
   atomic_store(&im->page_size, page_size);
   atomic_store(&im->held, 0);
+  atomic_store(&im->mapped, 0);
   atomic_store(&im->disabled, 0);
   pthread_mutex_unlock(&im->write_mutex);
   free(staging);
@@ -549,32 +708,116 @@ int cache_image_reset(cache_image *im, uint32_t page_size, ltx_error *err) {
 
 /* ---- pages ---- */
 
-int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, uint8_t *out) {
+/* The lock-free read (the rule in the header): entry, bytes, entry again,
+** all inside one even value of seq and of the extent's ext_seq. From the
+** window (a memcpy from the page cache) when it covers the page, else a
+** pread. 1 served, 0 a miss, -1 bytes that fail their CRC. */
+static int image_read(cache_image *im, uint32_t pgno, uint64_t want_mx, uint64_t want_ml,
+                      uint8_t *out, int use_window) {
   record_map *m = current(im);
   image_entry *e = entry_of(im, m, pgno);
-  uint64_t h1, mx, ml, c;
-  uint32_t ps = atomic_load(&im->page_size);
-  if (e == NULL || ps == 0) goto miss;
+  uint64_t h1, mx, ml, c, off;
+  uint32_t ps = atomic_load(&im->page_size), s1, x1;
+  image_window *w;
+  if (e == NULL || ps == 0) return 0;
+  s1 = atomic_load(&im->seq);
   h1 = atomic_load(&e->held);
   mx = atomic_load(&e->max_txid);
   ml = atomic_load(&e->min_level);
+  x1 = atomic_load(&m->ext_seq[(pgno - 1) / EXTENT_PAGES]);
   c = atomic_load(&e->crc);
-  if (!h1 || mx != want->max_txid || ml != min_level(want)) goto miss;
-  if (pread(im->image_fd, out, ps, (off_t)(pgno - 1) * ps) != (ssize_t)ps) goto bad;
-  if (!atomic_load(&e->held) || atomic_load(&e->max_txid) != mx ||
-      atomic_load(&e->min_level) != ml)
-    goto miss;
-  if (!atomic_load(&m->checked[pgno])) {
-    if (ltx_crc64(0, out, ps) != c) goto bad;
-    atomic_store(&m->checked[pgno], 1);
+  if (!h1 || mx != want_mx || ml != want_ml || ((s1 | x1) & 1)) return 0;
+  off = (uint64_t)(pgno - 1) * ps;
+  w = use_window ? atomic_load(&im->win) : NULL;
+  if (w != NULL && off + ps <= w->bytes) {
+    memcpy(out, w->base + off, ps);
+  } else if (pread(im->image_fd, out, ps, (off_t)off) != (ssize_t)ps) {
+    return -1;
   }
-  atomic_fetch_add(&im->hits, 1);
+  atomic_thread_fence(memory_order_acquire); /* the bytes before the re-check */
+  if (!atomic_load(&e->held) || atomic_load(&e->max_txid) != mx ||
+      atomic_load(&e->min_level) != ml || atomic_load(&im->seq) != s1 ||
+      atomic_load(&m->ext_seq[(pgno - 1) / EXTENT_PAGES]) != x1)
+    return 0;
+  if (!atomic_load_explicit(&m->checked[pgno], memory_order_relaxed)) {
+    if (ltx_crc64(0, out, ps) != c) return -1;
+    atomic_store_explicit(&m->checked[pgno], 1, memory_order_relaxed);
+  }
   return 1;
-bad:
-  atomic_fetch_add(&im->bad, 1);
-miss:
-  atomic_fetch_add(&im->misses, 1);
+}
+
+/* Drops the window's page tables over pages [from, to) (not the pages:
+** they stay in the page cache, and a later copy maps them again at a minor
+** fault), so that scanning the image does not make the process look as
+** large as the database. Safe while other readers copy: the mapping is
+** shared, read-only and backed by the file; nothing is lost. */
+static void window_trim(cache_image *im, uint32_t from, uint32_t to) {
+  image_window *w = atomic_load(&im->win);
+  uint64_t ps = atomic_load(&im->page_size), lo, hi;
+  long pg = sysconf(_SC_PAGESIZE);
+  if (w == NULL || ps == 0 || to <= from) return;
+  lo = (uint64_t)(from - 1) * ps / (uint64_t)pg * (uint64_t)pg;
+  hi = (uint64_t)(to - 1) * ps / (uint64_t)pg * (uint64_t)pg;
+  if (hi > w->bytes) hi = w->bytes;
+  if (hi > lo) madvise(w->base + lo, (size_t)(hi - lo), MADV_DONTNEED);
+}
+
+int cache_image_get(cache_image *im, uint32_t pgno, const store_ltx_file *want, uint8_t *out,
+                    cache_image_stream *st) {
+  int rc = image_read(im, pgno, want->max_txid, min_level(want), out, 1);
+  if (rc == 1) {
+    record_map *m = current(im);
+    atomic_uchar *t = &m->touched[(pgno - 1) / EXTENT_PAGES];
+    uint32_t ps = atomic_load_explicit(&im->page_size, memory_order_relaxed);
+    if (!atomic_load_explicit(t, memory_order_relaxed)) atomic_store_explicit(t, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&im->hits, 1, memory_order_relaxed);
+    if (st != NULL && ps != 0 && atomic_load(&im->held) < atomic_load(&im->mapped)) {
+      /* While the image fills (or holds part of the map only, under a
+      ** budget), a reader moving forward (a scan) gives back the mapping
+      ** behind it every WINDOW_TRIM_BYTES; random reads, and any reads of
+      ** a full image, keep what they mapped, as a database under mmap. */
+      if (pgno > st->last && pgno - st->last <= STREAM_GAP) {
+        if (pgno - st->from >= WINDOW_TRIM_BYTES / ps) {
+          window_trim(im, st->from, pgno - STREAM_GAP);
+          st->from = pgno - STREAM_GAP;
+        }
+      } else {
+        /* a jump: a long stretch behind it was a scan too */
+        if (st->last >= st->from + STREAM_MIN) window_trim(im, st->from, st->last + 1);
+        st->from = pgno;
+      }
+      st->last = pgno;
+    }
+    return 1;
+  }
+  if (rc < 0) atomic_fetch_add(&im->bad, 1);
+  atomic_fetch_add_explicit(&im->misses, 1, memory_order_relaxed);
   return 0;
+}
+
+uint32_t cache_image_check(cache_image *im, uint32_t pgno, uint32_t n) {
+  record_map *m = current(im);
+  uint32_t ps = atomic_load(&im->page_size), end = pgno + n;
+  uint8_t *buf = ps ? malloc(ps) : NULL;
+  if (buf == NULL) return end;
+  for (; pgno < end; pgno++) {
+    image_entry *e = entry_of(im, m, pgno);
+    if (e == NULL) break;
+    if (!atomic_load(&e->held) || atomic_load_explicit(&m->checked[pgno], memory_order_relaxed))
+      continue;
+    uint64_t mx = atomic_load(&e->max_txid), ml = atomic_load(&e->min_level);
+    /* pread, not the window: the check must not leave the image mapped */
+    if (image_read(im, pgno, mx, ml, buf, 0) >= 0) continue; /* checked, or changed meanwhile */
+    atomic_fetch_add(&im->bad, 1);
+    pthread_mutex_lock(&im->write_mutex);
+    /* still the bytes that failed (not rewritten meanwhile): not held */
+    if (atomic_load(&e->max_txid) == mx && atomic_load(&e->min_level) == ml &&
+        !atomic_load(&m->checked[pgno]) && atomic_exchange(&e->held, 0))
+      atomic_fetch_sub(&im->held, 1);
+    pthread_mutex_unlock(&im->write_mutex);
+  }
+  free(buf);
+  return pgno;
 }
 
 int cache_image_holds(cache_image *im, uint32_t pgno, const store_ltx_file *version) {
@@ -591,11 +834,13 @@ int cache_image_wants(cache_image *im, uint32_t pgno, const store_ltx_file *vers
 }
 
 /* Writes the bytes and marks the entry held. Caller holds write_mutex and
-** has checked that the entry names the version of these bytes. */
+** has checked that the entry names the version of these bytes and that
+** the budget has room (make_room). */
 static int write_page(cache_image *im, image_entry *e, uint32_t pgno, const uint8_t *page,
                       ltx_error *err) {
   uint32_t ps = atomic_load(&im->page_size);
-  ssize_t n = ps ? pwrite(im->image_fd, page, ps, (off_t)(pgno - 1) * ps) : -1;
+  uint64_t end = (uint64_t)pgno * ps;
+  ssize_t n = ps ? pwrite(im->image_fd, page, ps, (off_t)(end - ps)) : -1;
   if (n != (ssize_t)ps || ps == 0) {
     /* Disk full or failing: stop writing, keep serving what is held. */
     atomic_store(&im->disabled, 1);
@@ -603,6 +848,11 @@ static int write_page(cache_image *im, image_entry *e, uint32_t pgno, const uint
                          "growing, reads go on from memory and the replica", pgno, im->dir,
                          n < 0 ? strerror(errno) : "short write");
   }
+  if (end > im->logical) im->logical = end;
+  window_cover(im, end);
+  record_map *m = current(im);
+  /* whole before held: this process never needs to check these bytes */
+  atomic_store_explicit(&m->checked[pgno], 1, memory_order_relaxed);
   atomic_store(&e->crc, ltx_crc64(0, page, ps));
   atomic_store(&e->held, 1);
   atomic_fetch_add(&im->held, 1);
@@ -610,20 +860,141 @@ static int write_page(cache_image *im, image_entry *e, uint32_t pgno, const uint
   return LTX_OK;
 }
 
+/* ---- the budget: eviction of cold extents ---- */
+
+/* Bumps extent x's seq in every map of the chain (odd: being evicted). */
+static void ext_bump(cache_image *im, uint32_t x) {
+  for (record_map *m = current(im); m != NULL; m = m->older)
+    if (x <= m->pages / EXTENT_PAGES) atomic_fetch_add(&m->ext_seq[x], 1);
+}
+
+/* Evicts extents by CLOCK until at most target bytes of pages are held: an
+** extent read since the hand last passed it gets another round, the others
+** go whole. The order keeps a crash consistent: the entries of every victim
+** say "not held" and are synced (msync) BEFORE its blocks are punched, so a
+** record never claims bytes that are gone (a torn state would be caught by
+** the CRC anyway). Readers overlapping it in a victim miss (its ext_seq is
+** odd meanwhile). Caller holds write_mutex: no write can refill a victim
+** between its entries and its punch. */
+static void evict_to(cache_image *im, uint64_t target) {
+  record_map *m = current(im);
+  uint32_t ps = atomic_load(&im->page_size), backed = atomic_load(&im->backed);
+  uint32_t pages = m ? (m->pages < backed ? m->pages : backed) : 0;
+  uint32_t next = (pages + EXTENT_PAGES - 1) / EXTENT_PAGES;
+  uint32_t victims[64], nv = 0;
+  long pg = sysconf(_SC_PAGESIZE);
+  if (next == 0 || ps == 0) return;
+  for (uint32_t steps = 0; steps < 2 * next + 1 && nv < 64 &&
+                           atomic_load(&im->held) * ps > target; steps++) {
+    uint32_t x = im->clock_hand, first = x * EXTENT_PAGES + 1, n = 0;
+    im->clock_hand = x + 1 >= next ? 0 : x + 1;
+    if (atomic_exchange_explicit(&m->touched[x], 0, memory_order_relaxed)) continue;
+    for (uint32_t p = first; p < first + EXTENT_PAGES && p <= pages && n == 0; p++) {
+      image_entry *e = entry_of(im, m, p);
+      n = e && atomic_load(&e->held);
+    }
+    if (n == 0) continue;
+    ext_bump(im, x); /* odd */
+    n = 0;
+    for (uint32_t p = first; p < first + EXTENT_PAGES && p <= pages; p++) {
+      image_entry *e = entry_of(im, m, p);
+      if (e && atomic_exchange(&e->held, 0)) {
+        atomic_fetch_sub(&im->held, 1);
+        n++;
+      }
+    }
+    atomic_fetch_add(&im->evicted, n);
+    victims[nv++] = x;
+  }
+  /* the cleared entries durable, then the blocks go, then readers may look again */
+  for (uint32_t i = 0; i < nv; i++) {
+    size_t lo = PAGES_HEADER + (size_t)victims[i] * EXTENT_PAGES * sizeof(image_entry);
+    size_t hi = lo + EXTENT_PAGES * sizeof(image_entry);
+    lo = lo / (size_t)pg * (size_t)pg;
+    if (hi > m->bytes) hi = m->bytes;
+    msync(m->base + lo, hi - lo, MS_SYNC);
+  }
+  for (uint32_t i = 0; i < nv; i++) {
+    punch(im, (uint64_t)victims[i] * EXTENT_PAGES * ps, (uint64_t)EXTENT_PAGES * ps);
+    ext_bump(im, victims[i]); /* even */
+  }
+}
+
+/* Whether n more pages fit the budget, evicting cold extents to make room
+** (down to 7/8 of the budget, so evictions come in batches). Caller holds
+** write_mutex. */
+static int make_room(cache_image *im, uint64_t n) {
+  uint64_t budget = atomic_load(&im->budget), ps = atomic_load(&im->page_size);
+  if (budget == UINT64_MAX || (atomic_load(&im->held) + n) * ps <= budget) return 1;
+  if (!im->punch_failed && budget - budget / 8 > n * ps) evict_to(im, budget - budget / 8 - n * ps);
+  if ((atomic_load(&im->held) + n) * ps <= budget) return 1;
+  atomic_store(&im->disabled, 2); /* cannot evict here: hold what we have */
+  return 0;
+}
+
 int cache_image_put(cache_image *im, uint32_t pgno, const store_ltx_file *version,
                     const uint8_t *page, ltx_error *err) {
   int rc = LTX_OK;
-  uint64_t budget = atomic_load(&im->budget);
-  if (budget != UINT64_MAX && (atomic_load(&im->held) + 1) * atomic_load(&im->page_size) > budget) {
-    atomic_store(&im->disabled, 2); /* the budget is reached: hold what we have */
-    return LTX_OK;
-  }
   pthread_mutex_lock(&im->write_mutex);
   image_entry *e = entry_of(im, current(im), pgno);
   if (e != NULL && !atomic_load(&im->disabled) && !atomic_load(&e->held) &&
       atomic_load(&e->max_txid) == version->max_txid &&
-      atomic_load(&e->min_level) == min_level(version))
+      atomic_load(&e->min_level) == min_level(version) && make_room(im, 1))
     rc = write_page(im, e, pgno, page, err);
+  pthread_mutex_unlock(&im->write_mutex);
+  return rc;
+}
+
+int cache_image_put_pages(cache_image *im, const store_ltx_file *version, const uint32_t *pgnos,
+                          const uint8_t *pages, const uint64_t *crcs, size_t n, ltx_error *err) {
+  uint32_t ps = atomic_load(&im->page_size);
+  uint64_t ml = min_level(version);
+  int rc = LTX_OK;
+  pthread_mutex_lock(&im->write_mutex);
+  for (size_t i = 0; i < n && rc == LTX_OK && !atomic_load(&im->disabled);) {
+    /* the longest stretch from i of consecutive pages the image wants */
+    size_t k = i;
+    record_map *m = current(im);
+    while (k < n && (k == i || pgnos[k] == pgnos[k - 1] + 1)) {
+      image_entry *e = entry_of(im, m, pgnos[k]);
+      if (e == NULL || atomic_load(&e->held) || atomic_load(&e->max_txid) != version->max_txid ||
+          atomic_load(&e->min_level) != ml)
+        break;
+      k++;
+    }
+    if (k == i) { /* page i is not wanted */
+      i++;
+      continue;
+    }
+    if (!make_room(im, k - i)) break;
+    uint64_t off = (uint64_t)(pgnos[i] - 1) * ps, len = (uint64_t)(k - i) * ps;
+    const uint8_t *src = pages + i * (size_t)ps;
+    for (uint64_t done = 0; done < len;) {
+      ssize_t w = pwrite(im->image_fd, src + done, (size_t)(len - done), (off_t)(off + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        atomic_store(&im->disabled, 1);
+        rc = ltx_error_set(err, CACHE_ERR_IO, "write pages %u..%u of %s/image: %s; the local "
+                           "image stops growing, reads go on from memory and the replica",
+                           pgnos[i], pgnos[k - 1], im->dir, w < 0 ? strerror(errno) : "short write");
+        break;
+      }
+      done += (uint64_t)w;
+    }
+    if (rc != LTX_OK) break;
+    if (off + len > im->logical) im->logical = off + len;
+    window_cover(im, off + len);
+    m = current(im);
+    for (size_t j = i; j < k; j++) {
+      image_entry *e = entry_of(im, m, pgnos[j]);
+      atomic_store_explicit(&m->checked[pgnos[j]], 1, memory_order_relaxed);
+      atomic_store(&e->crc, crcs[j]);
+      atomic_store(&e->held, 1);
+    }
+    atomic_fetch_add(&im->held, k - i);
+    atomic_fetch_add(&im->bytes_written, len);
+    i = k;
+  }
   pthread_mutex_unlock(&im->write_mutex);
   return rc;
 }
@@ -638,10 +1009,17 @@ int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *vers
     uint64_t mx = version ? version->max_txid : 0, ml = version ? min_level(version) : 0;
     int same = atomic_load(&e->max_txid) == mx && atomic_load(&e->min_level) == ml;
     if (!same || page != NULL) {
-      if (atomic_exchange(&e->held, 0)) atomic_fetch_sub(&im->held, 1);
+      int was_held = (int)atomic_exchange(&e->held, 0);
+      if (was_held) atomic_fetch_sub(&im->held, 1);
+      if (atomic_load(&e->max_txid) == 0 && mx != 0) atomic_fetch_add(&im->mapped, 1);
+      if (atomic_load(&e->max_txid) != 0 && mx == 0) atomic_fetch_sub(&im->mapped, 1);
       atomic_store(&e->max_txid, mx);
       atomic_store(&e->min_level, ml);
-      if (page != NULL && version != NULL && !atomic_load(&im->disabled))
+      /* Under a budget the old bytes must not keep their blocks (the entry
+      ** names another file now: a reader that saw the old one misses). */
+      if (was_held && page == NULL && atomic_load(&im->budget) != UINT64_MAX && !im->punch_failed)
+        punch(im, (uint64_t)(pgno - 1) * atomic_load(&im->page_size), atomic_load(&im->page_size));
+      if (page != NULL && version != NULL && !atomic_load(&im->disabled) && make_room(im, 1))
         rc = write_page(im, e, pgno, page, err);
     }
   }
@@ -651,17 +1029,25 @@ int cache_image_remap(cache_image *im, uint32_t pgno, const store_ltx_file *vers
 
 int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, ltx_error *err) {
   int rc = LTX_OK;
+  uint64_t ps = atomic_load(&im->page_size);
+  struct stat sb;
+  (void)err;
   pthread_mutex_lock(&im->write_mutex);
+  atomic_fetch_add(&im->seq, 1); /* odd: a read that overlaps is a miss */
   record_map *m = current(im);
   for (uint32_t p = commit + 1; m && p <= old_commit && p <= m->pages; p++) {
     image_entry *e = entry_of(im, m, p);
     if (e == NULL) break;
     if (atomic_exchange(&e->held, 0)) atomic_fetch_sub(&im->held, 1);
-    atomic_store(&e->max_txid, 0);
+    if (atomic_exchange(&e->max_txid, 0)) atomic_fetch_sub(&im->mapped, 1);
     atomic_store(&e->min_level, 0);
   }
-  if (ftruncate(im->image_fd, (off_t)commit * atomic_load(&im->page_size)) != 0)
-    rc = io_error(err, "truncate", "the local image");
+  /* Entries first, then the bytes: the tail is punched, not cut, while the
+  ** file is mapped (close cuts it). */
+  if (fstat(im->image_fd, &sb) == 0 && (uint64_t)sb.st_size > commit * ps)
+    punch(im, commit * ps, (uint64_t)sb.st_size - commit * ps);
+  im->logical = commit * ps;
+  atomic_fetch_add(&im->seq, 1);
   pthread_mutex_unlock(&im->write_mutex);
   return rc;
 }
@@ -678,6 +1064,18 @@ int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, i
   version->timestamp_ms = -1;
   if (held) *held = (int)atomic_load(&e->held);
   return 1;
+}
+
+void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n) {
+#ifdef HAVE_SYNC_FILE_RANGE
+  uint64_t ps = atomic_load(&im->page_size);
+  if (ps && n) sync_file_range(im->image_fd, (off_t)((pgno - 1) * ps), (off_t)(n * ps),
+                               SYNC_FILE_RANGE_WRITE);
+#else
+  (void)im;
+  (void)pgno;
+  (void)n;
+#endif
 }
 
 int cache_image_sync(cache_image *im, ltx_error *err) {
@@ -756,6 +1154,7 @@ void cache_image_stats(cache_image *im, cache_image_stat *out) {
   out->misses = atomic_load(&im->misses);
   out->bad = atomic_load(&im->bad);
   out->bytes_written = atomic_load(&im->bytes_written);
+  out->evicted = atomic_load(&im->evicted);
   out->disabled = atomic_load(&im->disabled);
 }
 

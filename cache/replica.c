@@ -218,11 +218,13 @@ out:
 
 /* ---- reading ---- */
 
-/* The view to read from: v, or what replaced it after a file vanished. */
+/* The view to read from: v, or what replaced it after a file vanished. No
+** lock: a replacement is set once (under r->mutex) and never changes, and
+** the view holds a reference to it. */
 static replica_view *resolve(replica *r, replica_view *v) {
-  pthread_mutex_lock(&r->mutex);
-  while (v->replacement) v = v->replacement;
-  pthread_mutex_unlock(&r->mutex);
+  replica_view *next;
+  (void)r;
+  while ((next = atomic_load_explicit(&v->replacement, memory_order_acquire)) != NULL) v = next;
   return v;
 }
 
@@ -258,12 +260,14 @@ void rp_keep_page(replica *r, rp_file *f, uint32_t pgno, const uint8_t *page) {
     ** keeps only what the image cannot (other versions). */
     if (cache_image_put(r->img, pgno, &f->meta, page, &err) == LTX_OK) return;
     rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
+  } else if (r->img != NULL && cache_image_holds(r->img, pgno, &f->meta)) {
+    return; /* the hydrator wrote it meanwhile: the image serves it */
   }
   page_cache_put(r->pc, f->id, pgno, page, f->page_size);
 }
 
-static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *out,
-                     ltx_error *err) {
+static int fetch_run(replica *r, const replica_view *v, rp_file *f, uint32_t lo, uint32_t hi,
+                     uint8_t *out, ltx_error *err) {
   const ltx_page_entry *e = f->idx.entries;
   uint64_t off = e[lo].offset;
   size_t len = (size_t)(e[hi - 1].offset + e[hi - 1].size - off);
@@ -291,7 +295,13 @@ static int fetch_run(replica *r, rp_file *f, uint32_t lo, uint32_t hi, uint8_t *
       }
       break; /* the neighbours are a bonus; the reader of that page will see the error */
     }
-    rp_keep_page(r, f, e[j].pgno, dst);
+    /* A frame the view maps to another file (a bridge over superseded
+    ** pages) is kept only where the image wants it: in the page cache it
+    ** would only push out pages this view reads. */
+    const rp_slot *s = j == lo || e[j].pgno > v->commit ? NULL : rp_view_slot(v, e[j].pgno);
+    if (j == lo || (s != NULL && s->file == f) ||
+        (r->img != NULL && cache_image_wants(r->img, e[j].pgno, &f->meta)))
+      rp_keep_page(r, f, e[j].pgno, dst);
   }
 out:
   free(page);
@@ -337,7 +347,8 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
     return LTX_OK;
   }
   f = s->file;
-  if (r->img != NULL && cache_image_get(r->img, pgno, &f->meta, out)) return LTX_OK;
+  if (r->img != NULL && cache_image_get(r->img, pgno, &f->meta, out, ra ? &ra->img : NULL))
+    return LTX_OK;
   rc = rp_file_ensure_loaded(r, f, err); /* a file only the local image named so far */
   if (rc != LTX_OK) return rc;
   lo = rp_slot_ipos(s, pgno);
@@ -394,8 +405,9 @@ static int read_from_view(replica *r, replica_view *v, uint32_t pgno, uint8_t *o
   pthread_mutex_unlock(&r->mutex);
 
   atomic_fetch_add(&r->readers_fetching, 1);
-  rc = whole ? fetch_whole(r, f, pgno, out, err) : fetch_run(r, f, lo, hi, out, err);
+  rc = whole ? fetch_whole(r, f, pgno, out, err) : fetch_run(r, v, f, lo, hi, out, err);
   atomic_fetch_sub(&r->readers_fetching, 1);
+  atomic_store(&r->readers_fetched_ms, rp_mono_ms());
 
   pthread_mutex_lock(&r->mutex);
   for (rp_inflight **pp = &r->inflight; *pp; pp = &(*pp)->next) {
@@ -426,7 +438,7 @@ int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
   }
   pthread_mutex_lock(&r->mutex);
   if (cur->replacement == NULL) {
-    cur->replacement = fresh;
+    atomic_store_explicit(&cur->replacement, fresh, memory_order_release);
     if (r->latest == cur) {
       replica_view_ref(fresh);
       rp_publish(r, fresh);

@@ -79,7 +79,8 @@ struct replica_view {
   rp_file **files;              /* every file a slot may name (refs held) */
   size_t nfiles, cap_files;
   size_t files_after_prune;     /* nfiles after the last prune */
-  replica_view *replacement;    /* same TXID rebuilt after a file vanished */
+  _Atomic(replica_view *) replacement; /* same TXID rebuilt after a file vanished:
+                                ** set once under r->mutex, read without it */
 };
 
 typedef struct rp_inflight {
@@ -132,6 +133,8 @@ struct replica {
   pthread_t hydrator;
   pthread_cond_t hyd_cond;      /* work for the hydrator, or stop */
   atomic_int readers_fetching;  /* reader fetches in flight: bulk fill yields */
+  atomic_int_fast64_t readers_fetched_ms; /* when a reader's fetch last ended (the
+                                ** fill runs one worker while readers are busy) */
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
   atomic_uint fill_decode_failures; /* frames the fill could not decode */

@@ -18,7 +18,9 @@
 **   a warm open: it opens at the cached TXID and serves what it holds.
 ** - A budget (cache_max, or a file system with little room: a 512 KiB tmpfs)
 **   smaller than the database caches it partially: never more than fits,
-**   never a failed write, every read still right.
+**   never a failed write, every read still right; a reader that sweeps a
+**   database four times the budget keeps the image's blocks under it (cold
+**   extents evicted, holes punched) and its hot pages in the image.
 ** Every wait on the background threads has a deadline and prints what it saw.
 */
 #include "config.h"
@@ -152,18 +154,29 @@ static void check_view(replica *r, replica_view *v) {
   free(img);
 }
 
-/* The image file of r equals the restore at txid, page for page. */
-static void check_image_file(replica *r, uint64_t txid) {
+/* The image file of r equals the restore at txid, page for page. While the
+** image is open a shrink punches the tail rather than cutting the file (it
+** is mapped): whatever lies past the restore's end reads as zeros and holds
+** no blocks. The path of the image file goes to path (may be NULL). */
+static void check_image_file(replica *r, uint64_t txid, char *path_out, size_t cap) {
   replica_stat s;
   char path[sizeof(s.image_dir) + 16];
   size_t n = 0, m = 0;
+  struct stat sb;
   replica_stats(r, &s);
   snprintf(path, sizeof(path), "%s/image", s.image_dir);
+  if (path_out) snprintf(path_out, cap, "%s", path);
   uint8_t *img = tu_read_file(path, &n), *want = restored(txid, &m);
   ck_assert_ptr_nonnull(img);
-  ck_assert_uint_eq(n, m);
-  for (size_t off = 0; off < n; off += 4096)
+  ck_assert_uint_ge(n, m);
+  for (size_t off = 0; off < m; off += 4096)
     ck_assert_msg(memcmp(img + off, want + off, 4096) == 0, "image page %zu differs", off / 4096 + 1);
+  for (size_t off = m; off < n; off++)
+    ck_assert_msg(img[off] == 0, "byte %zu past the database's end is not zero", off);
+  ck_assert_int_eq(stat(path, &sb), 0);
+  ck_assert_msg((uint64_t)sb.st_blocks * 512 <= m + (64u << 10),
+                "the image takes %llu bytes of disk for %zu bytes of pages",
+                (unsigned long long)sb.st_blocks * 512, m);
   free(img);
   free(want);
 }
@@ -200,6 +213,8 @@ START_TEST(test_read_through_then_warm_reopen_reads_nothing) {
 END_TEST
 
 START_TEST(test_hydration_equals_restore_and_follows_new_files) {
+  char image_path[sizeof(((replica_stat *)0)->image_dir) + 16];
+  struct stat sb;
   replica_config cfg = cfg_with(1);
   replica *r = NULL;
   replica_view *v = NULL;
@@ -210,7 +225,7 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
   replica_view_release(v);
   wait_image(r, 8, 1);
   ck_assert_int_eq(replica_hydration_percent(r), 100);
-  check_image_file(r, 8);
+  check_image_file(r, 8, NULL, 0);
   /* The writer goes on: growth, then the VACUUM of TXID 11 that shrinks
   ** the database from 265 to 59 pages. */
   for (int t = 9; t <= 11; t++) {
@@ -219,7 +234,7 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
     replica_view_release(v);
   }
   wait_image(r, 11, 1);
-  check_image_file(r, 11);
+  check_image_file(r, 11, image_path, sizeof(image_path));
   v = tu_wait_txid(r, 11);
   check_view(r, v);
   replica_view_release(v);
@@ -229,6 +244,9 @@ START_TEST(test_hydration_equals_restore_and_follows_new_files) {
   check_view(r, v);
   replica_view_release(v);
   replica_release(r);
+  /* closed: nothing maps the image any more, so its file is cut to TXID 11's 59 pages */
+  ck_assert_int_eq(stat(image_path, &sb), 0);
+  ck_assert_uint_eq((uint64_t)sb.st_size, 59u * 4096);
 }
 END_TEST
 
@@ -266,7 +284,7 @@ START_TEST(test_damaged_meta_is_discarded_and_busy_dir_refused) {
   check_view(r, v);
   replica_view_release(v);
   wait_image(r, 4, 1);
-  check_image_file(r, 4);
+  check_image_file(r, 4, NULL, 0);
   replica_release(r);
 }
 END_TEST
@@ -354,6 +372,101 @@ START_TEST(test_small_file_system_is_never_filled) {
 }
 END_TEST
 
+/* A snapshot [1, 1] of npages 4096-byte pages into the replica: page p holds
+** p in its first four bytes, then bytes (p * 7) & 0xff. */
+static void write_snapshot(uint32_t npages) {
+  ltx_header h = {0};
+  ltx_encoder *e = NULL;
+  ltx_membuf mb = {0};
+  ltx_error err = {0};
+  uint8_t page[4096];
+  char path[PATH_CAP * 2], name[64];
+  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
+  h.page_size = sizeof(page);
+  h.commit = npages;
+  h.min_txid = h.max_txid = 1;
+  h.timestamp_ms = 1700000000000;
+  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err), 0);
+  for (uint32_t pg = 1; pg <= npages; pg++) {
+    memset(page, (int)((pg * 7) & 0xff), sizeof(page));
+    memcpy(page, &pg, sizeof(pg));
+    ck_assert_int_eq(ltx_encoder_put(e, pg, page, &err), 0);
+  }
+  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
+  ltx_encoder_free(e);
+  snprintf(path, sizeof(path), "%s/ltx/0/%s", g_rep, ltx_file_name(1, 1, name));
+  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
+  ltx_membuf_free(&mb);
+}
+
+/* Reads pages [lo, hi] of v and checks each one's bytes. */
+static void read_range(replica *r, replica_view *v, uint32_t lo, uint32_t hi) {
+  uint8_t page[4096];
+  ltx_error err = {0};
+  replica_readahead ra = {0};
+  for (uint32_t pg = lo; pg <= hi; pg++) {
+    uint32_t got;
+    ck_assert_msg(replica_read_page(r, v, pg, page, &ra, &err) == LTX_OK, "page %u: %s", pg, err.msg);
+    memcpy(&got, page, sizeof(got));
+    ck_assert_msg(got == pg && page[4095] == ((pg * 7) & 0xff), "page %u has the bytes of %u", pg, got);
+  }
+}
+
+/* Bytes of disk the image file of r takes (its allocated blocks). */
+static uint64_t image_blocks(replica *r) {
+  replica_stat s;
+  struct stat sb;
+  char path[sizeof(s.image_dir) + 16];
+  replica_stats(r, &s);
+  snprintf(path, sizeof(path), "%s/image", s.image_dir);
+  ck_assert_int_eq(stat(path, &sb), 0);
+  return (uint64_t)sb.st_blocks * 512;
+}
+
+/* cache_max a quarter of the database (4 of 16 MiB): a reader that keeps
+** coming back to its first MiB while it sweeps the rest gets right bytes
+** everywhere, the image's allocated blocks stay under the budget all along
+** (cold extents are evicted: entries cleared, blocks punched), and the hot
+** MiB is still held at the end (served from the image, no miss). */
+START_TEST(test_budget_evicts_cold_extents_keeps_hot_ones) {
+  const uint32_t npages = 4096, hot = 256; /* 16 MiB; the first MiB is hot */
+  const uint64_t budget = 4u << 20;
+  replica_config cfg = cfg_with(1);
+  replica *r = NULL;
+  replica_view *v = NULL;
+  replica_stat s0, s1;
+  ltx_error err = {0};
+  cfg.cache_max = budget;
+  cfg.cache_bytes = 256u << 10; /* the memory cache holds next to nothing */
+  write_snapshot(npages);
+  ck_assert_int_eq(replica_acquire(g_url, &cfg, &r, &err), 0);
+  ck_assert_int_eq(replica_latest(r, &v, &err), 0);
+  wait_image(r, 1, 0);
+  for (uint32_t lo = hot + 1; lo <= npages; lo += hot) {
+    read_range(r, v, 1, hot);
+    read_range(r, v, lo, lo + hot - 1);
+    uint64_t used = image_blocks(r);
+    replica_stats(r, &s0);
+    ck_assert_msg(used <= budget, "after pages up to %u the image takes %llu bytes of disk "
+                  "(budget %llu, %llu pages held)", lo + hot - 1, (unsigned long long)used,
+                  (unsigned long long)budget, (unsigned long long)s0.image.held);
+    ck_assert_uint_le(s0.image.held * 4096, budget);
+  }
+  replica_stats(r, &s0);
+  ck_assert_msg(s0.image.held * 4096 >= budget / 2, "only %llu pages held",
+                (unsigned long long)s0.image.held);
+  ck_assert_uint_ge(s0.image.evicted, npages - hot - budget / 4096);
+  read_range(r, v, 1, hot);
+  replica_stats(r, &s1);
+  /* (the store's request count would race with the poller's LISTs) */
+  ck_assert_msg(s1.image.hits - s0.image.hits == hot && s1.image.misses == s0.image.misses,
+                "the hot MiB was evicted: %llu of %u pages from the image",
+                (unsigned long long)(s1.image.hits - s0.image.hits), hot);
+  replica_view_release(v);
+  replica_release(r);
+}
+END_TEST
+
 static Suite *hydrate_suite(void) {
   Suite *s = suite_create("hydrate");
   TCase *tc = tcase_create("image");
@@ -365,6 +478,7 @@ static Suite *hydrate_suite(void) {
   tcase_add_test(tc, test_warm_open_without_the_store);
   tcase_add_test(tc, test_cache_max_smaller_than_the_database);
   tcase_add_test(tc, test_small_file_system_is_never_filled);
+  tcase_add_test(tc, test_budget_evicts_cold_extents_keeps_hot_ones);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -350,6 +350,23 @@ no_crash "no replica URL at all: the shell survives" "$rc"
 check_ci "no replica URL at all: the open fails naming the missing setting" "$out" "replica"
 check_contains "no replica URL at all: the shell goes on" "$out" "still alive"
 check_le "no replica URL at all: fails at once (ms)" $((t2 - t1)) 3000
+# `ltvfs hydrate` without --cache-dir fills the cache the VFS picks: beside
+# the Go VFS's LITESTREAM_HYDRATION_PATH here, and the VFS (same environment)
+# then serves every page from it; LITESTREAM_CACHE_DIR=off is an error.
+HYD_PATH=$WORK/go-hydrated.db
+rc=0
+out=$(env -u LITESTREAM_CACHE_DIR LITESTREAM_HYDRATION_PATH="$HYD_PATH" "$LTVFS" hydrate "$MAIN_URL" -q 2>&1) || rc=$?
+check "ltvfs hydrate, LITESTREAM_HYDRATION_PATH: exit 0" "$rc" 0
+check_contains "ltvfs hydrate, LITESTREAM_HYDRATION_PATH: the image is in PATH.ltvfs/" "$out" "in $HYD_PATH.ltvfs/"
+out=$(unset LITESTREAM_CACHE_DIR; export LITESTREAM_HYDRATION_PATH="$HYD_PATH"; sh_all ".open '$(uri hyd "$MAIN_URL")'
+SELECT count(*) FROM t;
+SELECT json_extract(ltvfs_stats(), '\$.image_dir') LIKE '$HYD_PATH.ltvfs/%', json_extract(ltvfs_stats(), '\$.image_hits') > 0, json_extract(ltvfs_stats(), '\$.image_held') = json_extract(ltvfs_stats(), '\$.image_pages');") || true
+check "the VFS reads the image ltvfs hydrate filled (LITESTREAM_HYDRATION_PATH): rows, same dir, served from it, whole" "$out" "$main_b_count
+1|1|1"
+rc=0
+out=$(LITESTREAM_CACHE_DIR=off "$LTVFS" hydrate "$MAIN_URL" -q 2>&1) || rc=$?
+check "ltvfs hydrate, LITESTREAM_CACHE_DIR=off: exit 1" "$rc" 1
+check_contains "ltvfs hydrate, LITESTREAM_CACHE_DIR=off: says the cache is off" "$out" "turns the local image off"
 
 # ---------------------------------------------------------------------
 # 3. several replicas in one process, ATTACH

@@ -33,6 +33,7 @@
 #include "cache/cache.h"
 #include "ltx/ltx.h"
 #include "store/store.h"
+#include "vfs/vfs.h"
 
 enum {
   EXIT_OK = 0,
@@ -111,10 +112,12 @@ static const char usage_hydrate[] =
     "\n"
     "Fills the local image of the replica at URL, the cache the litestream VFS\n"
     "reads from, so an application that opens it next serves every page from\n"
-    "disk and can open while the store is down. DIR is the cache root (default:\n"
-    "LITESTREAM_CACHE_DIR, else $XDG_CACHE_HOME/ltvfs, else ~/.cache/ltvfs), the\n"
-    "same the VFS uses. Prints the image's directory and TXID when done; shows a\n"
-    "progress bar on a terminal. Fails after SECONDS (default 3600).\n";
+    "disk and can open while the store is down. DIR is the cache root; by\n"
+    "default the one the VFS picks: LITESTREAM_CACHE_DIR (\"off\": an error, there\n"
+    "is no cache to fill), else LITESTREAM_HYDRATION_PATH + \".ltvfs\", else\n"
+    "$XDG_CACHE_HOME/ltvfs, else ~/.cache/ltvfs, else $TMPDIR/ltvfs-UID. Prints the\n"
+    "image's directory and TXID when done; shows a progress bar on a terminal.\n"
+    "Fails after SECONDS (default 3600).\n";
 
 static int wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
@@ -609,7 +612,7 @@ static int cmd_hydrate(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   char root[1024];
-  const char *dir = NULL, *home;
+  const char *dir = NULL;
   long timeout_s = 3600;
   int quiet = 0, c, status = EXIT_OK, rc;
   replica *r = NULL;
@@ -634,18 +637,19 @@ static int cmd_hydrate(int argc, char **argv) {
     }
   }
   if (optind != argc - 1) return usage_error(usage_hydrate, "hydrate takes one URL%s", "");
-  if (dir == NULL) dir = getenv("LITESTREAM_CACHE_DIR");
-  if (dir == NULL || !*dir) {
-    if ((home = getenv("XDG_CACHE_HOME")) != NULL && *home == '/')
-      snprintf(root, sizeof root, "%s/ltvfs", home);
-    else if ((home = getenv("HOME")) != NULL && *home == '/')
-      snprintf(root, sizeof root, "%s/.cache/ltvfs", home);
-    else
-      snprintf(root, sizeof root, "/tmp/ltvfs-%ld", (long)getuid());
+  if (dir == NULL) {
+    /* the VFS's own choice, so that what is filled here is what it reads */
+    if (vfs_cache_root(NULL, NULL, root, sizeof(root), &err) != LTX_OK) return report(&err);
+    if (root[0] == '\0') {
+      ltx_error_set(&err, LTX_ERR_ARG, "LITESTREAM_CACHE_DIR=%s turns the local image off: "
+                    "nothing to hydrate (give --cache-dir DIR)", getenv("LITESTREAM_CACHE_DIR"));
+      return report(&err);
+    }
     dir = root;
   }
   replica_config cfg = {.poll_ms = 1000, .cache_bytes = 8u << 20, .open_timeout_ms = 10000,
-                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1};
+                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1,
+                        .hydrate_alone = 1};
   bar.enabled = !quiet && isatty(STDERR_FILENO);
   rc = replica_acquire(argv[optind], &cfg, &r, &err);
   if (rc == LTX_OK) rc = replica_latest(r, &v, &err);
@@ -675,7 +679,7 @@ static int cmd_hydrate(int argc, char **argv) {
                          pages, st.last_poll_error[0] ? st.last_poll_error : "none");
       goto out;
     }
-    usleep(50000);
+    replica_hydration_wait(r, 50); /* returns as soon as it is done */
   }
   if (bar.enabled && bar.last_percent != 100) progress_draw(&bar, 1, 1);
   printf("hydrated %s at TXID %016" PRIx64 " (%" PRIu64 " pages) in %s\n", argv[optind],

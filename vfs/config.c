@@ -75,38 +75,34 @@ static const char *param(vfs_param_fn uri, void *ctx, const char *key, const cha
   return v && *v ? v : NULL;
 }
 
-static const char *param(vfs_param_fn uri, void *ctx, const char *key, const char *env);
-
 /* Where local images live: cache_dir= (not "cache=", which is SQLite's
 ** own URI parameter), else LITESTREAM_CACHE_DIR ("off" or "none" in either:
 ** no disk cache), else beside the Go VFS's LITESTREAM_HYDRATION_PATH
 ** (its hydrated file's path + ".ltvfs"), else $XDG_CACHE_HOME/ltvfs, else
 ** ~/.cache/ltvfs, else a directory of this user's under the temp dir. */
-static int cache_root(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) {
+int vfs_cache_root(vfs_param_fn uri, void *ctx, char *out, size_t cap, ltx_error *err) {
   const char *v = uri ? uri(ctx, "cache_dir") : NULL, *home;
   int n;
-  c->rc.cache_dir = c->cache_root;
   if (v == NULL) v = getenv("LITESTREAM_CACHE_DIR");
   if (v != NULL && (*v == '\0' || !strcasecmp(v, "off") || !strcasecmp(v, "none") ||
                     !strcmp(v, "0"))) {
-    c->cache_root[0] = '\0';
+    out[0] = '\0';
     return LTX_OK;
   }
   if (v != NULL && *v) {
-    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s", v);
+    n = snprintf(out, cap, "%s", v);
   } else if ((v = getenv("LITESTREAM_HYDRATION_PATH")) != NULL && *v) {
-    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s.ltvfs", v);
+    n = snprintf(out, cap, "%s.ltvfs", v);
   } else if ((home = getenv("XDG_CACHE_HOME")) != NULL && *home == '/') {
-    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/ltvfs", home);
+    n = snprintf(out, cap, "%s/ltvfs", home);
   } else if ((home = getenv("HOME")) != NULL && *home == '/') {
-    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/.cache/ltvfs", home);
+    n = snprintf(out, cap, "%s/.cache/ltvfs", home);
   } else {
     const char *tmp = getenv("TMPDIR");
-    n = snprintf(c->cache_root, sizeof(c->cache_root), "%s/ltvfs-%ld",
-                 tmp && *tmp ? tmp : "/tmp", (long)getuid());
+    n = snprintf(out, cap, "%s/ltvfs-%ld", tmp && *tmp ? tmp : "/tmp", (long)getuid());
   }
-  if (n < 0 || (size_t)n >= sizeof(c->cache_root))
-    return ltx_error_set(err, LTX_ERR_ARG, "cache directory '%s...' is too long", c->cache_root);
+  if (n < 0 || (size_t)n >= cap)
+    return ltx_error_set(err, LTX_ERR_ARG, "cache directory '%.40s...' is too long", out);
   return LTX_OK;
 }
 
@@ -172,7 +168,8 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) 
       return ltx_error_set(err, LTX_ERR_ARG, "hydrate=%s: not a boolean (1/0, true/false)", v);
     c->rc.hydrate = b;
   }
-  return cache_root(uri, ctx, c, err);
+  c->rc.cache_dir = c->cache_root;
+  return vfs_cache_root(uri, ctx, c->cache_root, sizeof(c->cache_root), err);
 }
 
 /* ---- the primary VFS ("litestream-primary") ---- */
@@ -253,8 +250,7 @@ int vfs_write_mode(void) {
 
 int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err) {
   const char *url = getenv("LITESTREAM_REPLICA_URL"), *buffer = getenv("LITESTREAM_BUFFER_PATH");
-  vfs_config c;
-  char dir[2048];
+  char dir[2048], root[1024];
   int n;
   if (url == NULL || *url == '\0')
     return ltx_error_set(err, STORE_ERR_URL,
@@ -262,13 +258,12 @@ int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err) {
   if (buffer != NULL && *buffer) {
     n = snprintf(out, cap, "%s.ltvfs.db", buffer);
   } else {
-    memset(&c, 0, sizeof c);
-    if (cache_root(NULL, NULL, &c, err) != LTX_OK) return err->code;
-    if (c.cache_root[0] == '\0')
+    if (vfs_cache_root(NULL, NULL, root, sizeof root, err) != LTX_OK) return err->code;
+    if (root[0] == '\0')
       return ltx_error_set(err, LTX_ERR_ARG,
                            "LITESTREAM_WRITE_ENABLED with LITESTREAM_CACHE_DIR=off: set "
                            "LITESTREAM_BUFFER_PATH to say where the local database lives");
-    if (cache_image_dir(c.cache_root, url, dir, sizeof dir) != 0)
+    if (cache_image_dir(root, url, dir, sizeof dir) != 0)
       return ltx_error_set(err, LTX_ERR_ARG, "cache directory for %s is too long", url);
     n = snprintf(out, cap, "%s.primary.db", dir);
   }

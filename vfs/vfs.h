@@ -49,6 +49,13 @@ int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err);
 /* primaryvfs.c: the "litestream-primary" VFS (registered), for delegation. */
 struct sqlite3_vfs;
 struct sqlite3_vfs *vfs_primary_vfs(void);
+/* The root directory of local images, as the VFS picks it (uri may be NULL:
+** the environment only): cache_dir=, else LITESTREAM_CACHE_DIR, else
+** LITESTREAM_HYDRATION_PATH + ".ltvfs", else $XDG_CACHE_HOME/ltvfs, else
+** ~/.cache/ltvfs, else $TMPDIR/ltvfs-UID. "" when the disk cache is off
+** ("off", "none", "0" or empty). The CLI calls it too, so `ltvfs hydrate`
+** fills the very cache the VFS will read. */
+int vfs_cache_root(vfs_param_fn uri, void *ctx, char *out, size_t cap, ltx_error *err);
 /* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
 long vfs_parse_duration_ms(const char *z);
 /* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes; -1

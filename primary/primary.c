@@ -57,6 +57,7 @@
 #define TICK_MS 100
 #define BACKOFF_MAX_MS 5000
 #define SNAPSHOT_ATTEMPTS 5
+#define SEGMENT_EVERY_MS 20 /* batching under load: WAL frames to a segment this often */
 #define SPOOL_FULL_WAIT_MS 1000 /* a write waits this long for a full spool to drain */
 
 struct primary {
@@ -87,7 +88,8 @@ struct primary {
   int64_t oldest_pending_ms;
   lease lease;
   int lease_lost;
-  int64_t last_flush_ms;
+  int64_t last_flush_ms;   /* the last end of a sync interval */
+  int64_t last_capture_ms; /* the last capture of any kind */
   int64_t next_upload_ms;  /* backoff */
   long backoff_ms;
   uint64_t uploads, upload_failures, snapshots, captures, bytes_uploaded;
@@ -235,6 +237,7 @@ static int record_capture(capture_ctx *c, uint64_t txid, uint32_t db_pages, uint
 ** can only copy committed frames, so pages read from the database are
 ** right unless a commit landed during the read: then it is done again. */
 static int merge_segments(capture_ctx *c, ltx_error *err);
+static uint64_t segments_next(const spool_state *s);
 
 static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
   primary *p = c->p;
@@ -348,7 +351,7 @@ out:
 
 /* The committed frames after the captured position, as one file (batching)
 ** or one per commit. */
-static int capture_frames(capture_ctx *c, ltx_error *err) {
+static int capture_frames(capture_ctx *c, int flush, ltx_error *err) {
   primary *p = c->p;
   wal_scan sc = {0};
   page_src *pages = NULL;
@@ -359,13 +362,43 @@ static int capture_frames(capture_ctx *c, ltx_error *err) {
   if (rc == PRIMARY_ERR_WAL) return capture_snapshot(c, err->msg, err);
   if (rc != LTX_OK) return rc;
   if (sc.n_commits == 0) goto out;
-  rc = merge_segments(c, err); /* rollback-mode commits before these frames */
-  if (rc != LTX_OK) goto out;
   pages = malloc(sc.n_frames * sizeof *pages);
   if (pages == NULL) {
     rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
     goto out;
   }
+  if (p->cfg.sync_interval_ms > 0 && (!flush || c->s->seg_next > c->s->seg_first)) {
+    /* Batching, inside the interval (or with segments already waiting):
+    ** these frames become a segment, merged with the interval's others into
+    ** one TXID when it ends. The thread takes segments every few ms under
+    ** load, so a seal (on the commit path) has little left to capture. */
+    const wal_commit *cm = &sc.commits[sc.n_commits - 1];
+    uint64_t seq = segments_next(c->s), size = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < cm->frame - sc.from_frame; i++) {
+      pages[n].pgno = sc.pgnos[i];
+      pages[n].from_wal = 1;
+      pages[n].at = wal_frame_page_offset(&c->wh, sc.from_frame + (uint32_t)i + 1);
+      n++;
+    }
+    n = dedup_pages(pages, n, cm->db_pages, c->wh.page_size);
+    rc = spool_write_ltx(p->sp, 1, seq, c->wh.page_size, cm->db_pages, now_ms(), pages, n,
+                         p->db_fd, c->wal_fd, &size, err);
+    if (rc != LTX_OK) goto out;
+    if (c->s->seg_first == 0 || c->s->seg_first == c->s->seg_next) c->s->seg_first = seq;
+    c->s->seg_next = seq + 1;
+    c->s->page_size = c->wh.page_size;
+    c->s->wal.frame = cm->frame;
+    rc = spool_write_state(p->sp, c->s, err);
+    if (rc != LTX_OK) goto out;
+    pthread_mutex_lock(&p->mu);
+    p->spool_bytes += size;
+    pthread_mutex_unlock(&p->mu);
+    if (flush) rc = merge_segments(c, err);
+    goto out;
+  }
+  rc = merge_segments(c, err); /* rollback-mode commits before these frames */
+  if (rc != LTX_OK) goto out;
   for (size_t ci = 0; ci < sc.n_commits; ci++) {
     const wal_commit *cm = &sc.commits[ci];
     size_t last, n = 0;
@@ -575,7 +608,7 @@ static int capture_locked(primary *p, spool_state *s, int held, int flush, ltx_e
       goto out;
     }
   }
-  rc = capture_frames(&c, err);
+  rc = capture_frames(&c, flush, err);
 out:
   close_wal(&c);
   return rc;
@@ -596,7 +629,8 @@ static int capture(primary *p, int held, int flush, ltx_error *err) {
   spool_state s;
   int rc;
   pthread_mutex_lock(&p->mu);
-  p->last_flush_ms = mono_ms();
+  if (flush) p->last_flush_ms = mono_ms();
+  p->last_capture_ms = mono_ms();
   p->commits_seen = 0; /* before the scan: a commit landing during it is seen next time */
   pthread_mutex_unlock(&p->mu);
   spool_lock(p->sp);
@@ -622,7 +656,7 @@ int primary_wal_will_reset(primary *p, const uint8_t *new_header, ltx_error *err
   int rc;
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
-  if (rc == LTX_OK) rc = capture_locked(p, &s, 1, 1, err);
+  if (rc == LTX_OK) rc = capture_locked(p, &s, 1, 0, err);
   if (rc == LTX_OK) {
     /* Sealed: every commit of this WAL is captured. The state names the
     ** generation that follows before SQLite starts writing it. */
@@ -1009,8 +1043,18 @@ static void *primary_thread(void *arg) {
                     (p->cfg.sync_interval_ms == 0
                          ? p->commits_seen || now - p->last_flush_ms >= 1000
                          : now - p->last_flush_ms >= p->cfg.sync_interval_ms);
+    /* Batching under load: segments every few ms (see capture_frames). */
+    int due_segment = !due_flush && p->cfg.sync_interval_ms > 0 && p->commits_seen &&
+                      now - p->last_capture_ms >= SEGMENT_EVERY_MS;
     int due_upload = p->txid_uploaded < p->txid_spooled || !p->lease.held ||
                      now - last_refresh >= 1000;
+    if (due_segment) {
+      ltx_error err;
+      pthread_mutex_unlock(&p->mu);
+      if (capture(p, 0, 0, &err) != LTX_OK) set_last_error(p, &err);
+      pthread_mutex_lock(&p->mu);
+      continue;
+    }
     if (due_flush || (due_upload && now >= p->next_upload_ms)) {
       pthread_mutex_unlock(&p->mu);
       if (due_flush) {

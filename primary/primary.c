@@ -647,7 +647,10 @@ void primary_wal_frame_written(primary *p, const uint8_t hdr[24]) {
   if (commit == 0) return;
   pthread_mutex_lock(&p->mu);
   p->commits_seen = 1;
-  if (p->cfg.sync_interval_ms == 0) pthread_cond_broadcast(&p->wake);
+  /* Per commit: the thread captures it now. Batching: it takes a segment
+  ** when the last capture is SEGMENT_EVERY_MS old (capture_frames). */
+  if (p->cfg.sync_interval_ms == 0 || mono_ms() - p->last_capture_ms >= SEGMENT_EVERY_MS)
+    pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->mu);
 }
 

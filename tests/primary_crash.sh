@@ -73,19 +73,7 @@ if restore_ok "restore the replica" "$WORK/r.db" "$URL"; then
   cp "$DB" "$WORK/copy.db"
   check "restore equals the database page for page" "$(img_sha256 "$WORK/r.db")" "$(img_sha256 "$WORK/copy.db")"
   check "restored database integrity" "$("$SQLITE3" -batch "$WORK/r.db" 'PRAGMA integrity_check')" ok
-  missing=$("$PY" - "$WORK/r.db" "$ACK" <<'PYEOF'
-import sqlite3, sys
-have = set(r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM t"))
-missing = 0
-for line in open(sys.argv[2]):
-    parts = line.split()
-    if len(parts) != 2:
-        continue  # a line the kill cut short: its commit may or may not be acknowledged
-    first, n = int(parts[0]), int(parts[1])
-    missing += sum(1 for i in range(first, first + n) if i not in have)
-print(missing)
-PYEOF
-  )
+  missing=$($PY "$WRITER" --missing "$WORK/r.db" "$ACK")
   check "every acknowledged commit is in the replica" "$missing" 0
 fi
 grep -c 'snapshot at TXID' "$LITESTREAM_LOG_FILE" | sed 's/^/# snapshots logged: /' || true

@@ -195,12 +195,7 @@ if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 1 ]; then ok "writers: L0 TXIDs 1..$n, c
 same_pages "writers" "$URL" "$DB"
 check "writers: every row of each writer is in the replica" \
   "$("$SQLITE3" -batch "$WORK/r.db" "SELECT count(*) FROM t WHERE id > 3000000000")" 100
-missing=$($PY - "$WORK/r.db" "$WORK/ack-many" <<'PYEOF'
-import sqlite3, sys
-have = set(r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM t"))
-print(sum(1 for l in open(sys.argv[2]) for i in range(int(l.split()[0]), int(l.split()[0]) + int(l.split()[1])) if i not in have))
-PYEOF
-)
+missing=$($PY "$WRITER" --missing "$WORK/r.db" "$WORK/ack-many")
 check "writers: every acknowledged commit of the Python workers is in the replica" "$missing" 0
 
 # ---- a replica deleted and written again under a reader's warm cache ----
@@ -272,12 +267,7 @@ if command -v node >/dev/null 2>&1 && [ -d "$srcdir/.npm-deps/node_modules/@20mi
   [ $rc -eq 0 ] || echo "$out" | tail -5 | diag
   check "outage: the spool is empty" "$(ls "$DB-ltvfs/ltx" | wc -l)" 0
   same_pages "outage" "$RAW" "$DB"
-  missing=$($PY - "$WORK/r.db" "$WORK/ack-out" <<'PYEOF'
-import sqlite3, sys
-have = set(r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM t"))
-print(sum(1 for l in open(sys.argv[2]) for i in range(int(l.split()[0]), int(l.split()[0]) + int(l.split()[1])) if i not in have))
-PYEOF
-  )
+  missing=$($PY "$WRITER" --missing "$WORK/r.db" "$WORK/ack-out")
   check "outage: all $acked commits acknowledged before and 3 after are in the replica" "$missing" 0
   s3_env_stop
 else

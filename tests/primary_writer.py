@@ -7,6 +7,10 @@
 # "first count" to the acknowledgement log (flushed), so a test that kills
 # it knows which commits it saw succeed.
 #
+#   primary_writer.py --missing DB ACKLOG
+#       prints how many rows that ACKLOG acknowledges are not in DB (a
+#       restored replica): what every test of acknowledged commits checks.
+#       A last line the kill cut short is not an acknowledgement.
 #   primary_writer.py LIB DB URL ACKLOG [--mode wal|delete] [--params P]
 #                     [--commits N] [--id-base B] [--checkpoint-every K]
 # Ids are B*1e9 + a counter, so several writers never collide. Every K
@@ -24,6 +28,18 @@ import random
 import sqlite3
 import sys
 import time
+
+if len(sys.argv) == 4 and sys.argv[1] == "--missing":
+    have = set(r[0] for r in sqlite3.connect(sys.argv[2]).execute("SELECT id FROM t"))
+    missing = 0
+    for line in open(sys.argv[3]):
+        parts = line.split()
+        if len(parts) != 2 or not line.endswith("\n"):
+            continue
+        first, n = int(parts[0]), int(parts[1])
+        missing += sum(1 for i in range(first, first + n) if i not in have)
+    print(missing)
+    sys.exit(0)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("lib")

@@ -8,12 +8,16 @@
 **               the VFS, a WAL that does not hold what was captured);
 **               refuse (the replica is ahead: another primary wrote it), or
 **               restore it first (bootstrap=restore, or no database yet).
-**   capture     (flush) the committed WAL frames after the captured
-**               position become one L0 file per sync interval (or per
-**               commit), written to the spool and recorded in its state.
-**               Rollback-mode commits are captured by the VFS's hook at
-**               once. A WAL restart, truncation or deletion is sealed
-**               first: everything in it captured, then the state says so.
+**   capture     the committed WAL frames after the captured position, and
+**               rollback-mode commits (captured by the VFS's hook at once),
+**               become one L0 file per sync interval (or per commit). Inside
+**               an interval captures are segments (the thread takes WAL
+**               frames every SEGMENT_EVERY_MS under load); the end of the
+**               interval merges them into the one file (merge_segments),
+**               and any other capture merges them first, so TXIDs keep the
+**               order of the commits. A WAL restart, truncation or deletion
+**               is sealed first: everything in it captured, then the state
+**               says so.
 **   upload      the background thread of the host's uploading process (it
 **               holds the spool's upload.lock) ships spooled files in TXID
 **               order with put-if-absent, records each in the state and
@@ -82,7 +86,6 @@ struct primary {
   int stop;
   int flush_now;
   int commits_seen;
-  int need_snapshot;       /* a rollback-mode write found the database changed */
   uint64_t txid_spooled, txid_uploaded;
   uint64_t spool_bytes, spool_files;
   int64_t oldest_pending_ms;
@@ -552,14 +555,6 @@ static int capture_locked(primary *p, spool_state *s, int held, int flush, ltx_e
   if (rc != LTX_OK) return rc;
   rc = open_wal(&c, err);
   if (rc != LTX_OK) goto out;
-  pthread_mutex_lock(&p->mu);
-  if (p->need_snapshot && held) {
-    p->need_snapshot = 0;
-    pthread_mutex_unlock(&p->mu);
-    rc = capture_snapshot(&c, "the database was changed outside the VFS", err);
-    goto out;
-  }
-  pthread_mutex_unlock(&p->mu);
   if (s->txid_spooled == 0) {
     if (held || c.have_wal || !hot_journal_possible(p))
       rc = capture_snapshot(&c, "the replica's first TXID", err);
@@ -694,19 +689,15 @@ int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_
   spool_lock(p->sp);
   rc = load_state(p, &s, err);
   if (rc != LTX_OK) goto out;
-  pthread_mutex_lock(&p->mu);
-  if (p->need_snapshot || s.txid_spooled == 0 || s.wal.salt1 != 0 || s.wal.salt2 != 0) {
-
-    /* Changed outside before this transaction, never captured, or coming
-    ** out of WAL mode without a seal: the whole database. */
-    p->need_snapshot = 0;
-    pthread_mutex_unlock(&p->mu);
+  if (s.txid_spooled == 0 || s.wal.salt1 != 0 || s.wal.salt2 != 0) {
+    /* Never captured, or coming out of WAL mode without a seal (a WAL
+    ** removed outside the VFS): the whole database. (A change outside
+    ** before this transaction was caught at its RESERVED lock.) */
     rc = capture_snapshot(&c, s.txid_spooled == 0 ? "the replica's first TXID"
                                                   : "the database was changed outside the VFS",
                           err);
     goto out;
   }
-  pthread_mutex_unlock(&p->mu);
   ps = db_header_page_size(p->db_fd);
   if (fstat(p->db_fd, &sb) != 0 || ps < 512 || (ps & (ps - 1)) != 0) {
     rc = ltx_error_set(err, PRIMARY_ERR_IO, "%s: cannot read the database header", p->db_path);

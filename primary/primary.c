@@ -1203,6 +1203,12 @@ static int start_up(primary *p, ltx_error *err) {
   }
   s.replica_crc = p->replica_crc;
   rc = store_list_all(p->st, &files, err);
+  if (rc == STORE_ERR_NOT_FOUND) {
+    /* No replica yet (a file:// directory nobody created): an empty one,
+    ** which the first upload creates. */
+    store_ltx_list_free(&files);
+    rc = LTX_OK;
+  }
   if (rc != LTX_OK) {
     ltx_error_prefix(err, "list the replica %s", p->url);
     goto out;

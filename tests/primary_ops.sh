@@ -175,6 +175,21 @@ for name in one two three; do
   same_pages "multi $name" "file://$WORK/rep-multi-$name" "$WORK/multi-$name.db"
 done
 
+# ---- a process that does not upload, on a replica nobody created yet ----
+# (Another process of the host holds the upload lock: this one starts up
+# without the lease, and lists a file:// replica whose directory does not
+# exist yet. It is an empty replica, not an error.)
+REP=$WORK/rep-later URL=file://$WORK/rep-later DB=$WORK/later.db
+mkdir -p "$DB-ltvfs"
+out=$(flock "$DB-ltvfs/upload.lock" timeout 60 "$SQLITE3" -batch :memory: ".load $LIB" \
+  ".open file:$DB?vfs=litestream-primary&replica=$URL&close_timeout=500ms" \
+  "CREATE TABLE t(x); INSERT INTO t VALUES(1);" 2>&1) && rc=0 || rc=$?
+check "later: a non-uploading process opens a replica that does not exist yet" "$rc" 0
+[ $rc -eq 0 ] || echo "$out" | diag
+out=$("$SQLITE3" -batch :memory: ".load $LIB" ".open file:$DB?vfs=litestream-primary&replica=$URL" \
+  "PRAGMA litestream_sync;" 2>&1)
+check "later: the next uploader drains what it spooled" "$(l0_contiguous "$URL")" 2
+
 # ---- several writers on one host ----
 REP=$WORK/rep-many URL=file://$WORK/rep-many DB=$WORK/many.db
 "$SQLITE3" -batch "$DB" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);" >/dev/null

@@ -235,13 +235,48 @@ static int record_capture(capture_ctx *c, uint64_t txid, uint32_t db_pages, uint
   return LTX_OK;
 }
 
+static int merge_segments(capture_ctx *c, ltx_error *err);
+static uint64_t segments_next(const spool_state *s);
+
+/* Appends frames [first, last) of the scan sc (of the WAL wh) to pages as
+** page sources; returns the new count. */
+static size_t add_wal_frames(page_src *pages, size_t n, const wal_scan *sc, const wal_header *wh,
+                             size_t first, size_t last) {
+  for (size_t i = first; i < last; i++) {
+    pages[n].pgno = sc->pgnos[i];
+    pages[n].from_wal = 1;
+    pages[n].at = wal_frame_page_offset(wh, sc->from_frame + (uint32_t)i + 1);
+    n++;
+  }
+  return n;
+}
+
+/* Writes pages as the next segment (a capture of the current sync
+** interval) and records it in the state (with whatever else the caller
+** set in c->s) and the counters. */
+static int write_segment(capture_ctx *c, uint32_t page_size, uint32_t db_pages,
+                         const page_src *pages, size_t n, ltx_error *err) {
+  primary *p = c->p;
+  uint64_t seq = segments_next(c->s), size = 0;
+  int rc = spool_write_ltx(p->sp, 1, seq, page_size, db_pages, now_ms(), pages, n, p->db_fd,
+                           c->wal_fd, &size, err);
+  if (rc != LTX_OK) return rc;
+  if (c->s->seg_first == 0 || c->s->seg_first == c->s->seg_next) c->s->seg_first = seq;
+  c->s->seg_next = seq + 1;
+  c->s->page_size = page_size;
+  rc = spool_write_state(p->sp, c->s, err);
+  if (rc != LTX_OK) return rc;
+  pthread_mutex_lock(&p->mu);
+  p->spool_bytes += size;
+  p->captures++;
+  pthread_mutex_unlock(&p->mu);
+  return LTX_OK;
+}
+
 /* A full image of the database as committed now (the database file under
 ** the committed WAL frames) as the next TXID. A checkpoint running meanwhile
 ** can only copy committed frames, so pages read from the database are
 ** right unless a commit landed during the read: then it is done again. */
-static int merge_segments(capture_ctx *c, ltx_error *err);
-static uint64_t segments_next(const spool_state *s);
-
 static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
   primary *p = c->p;
   page_src *pages = NULL;
@@ -291,13 +326,7 @@ static int capture_snapshot(capture_ctx *c, const char *why, ltx_error *err) {
       rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
       goto out;
     }
-    n = 0;
-    for (size_t i = 0; i < sc.n_frames; i++) {
-      pages[n].pgno = sc.pgnos[i];
-      pages[n].from_wal = 1;
-      pages[n].at = wal_frame_page_offset(&c->wh, (uint32_t)(i + 1));
-      n++;
-    }
+    n = add_wal_frames(pages, 0, &sc, &c->wh, 0, sc.n_frames);
     lock = ltx_lock_pgno(ps);
     for (uint32_t pg = 1; pg <= db_pages; pg++) {
       if (pg == lock) continue;
@@ -376,45 +405,23 @@ static int capture_frames(capture_ctx *c, int flush, ltx_error *err) {
     ** one TXID when it ends. The thread takes segments every few ms under
     ** load, so a seal (on the commit path) has little left to capture. */
     const wal_commit *cm = &sc.commits[sc.n_commits - 1];
-    uint64_t seq = segments_next(c->s), size = 0;
-    size_t n = 0;
-    for (size_t i = 0; i < cm->frame - sc.from_frame; i++) {
-      pages[n].pgno = sc.pgnos[i];
-      pages[n].from_wal = 1;
-      pages[n].at = wal_frame_page_offset(&c->wh, sc.from_frame + (uint32_t)i + 1);
-      n++;
-    }
+    size_t n = add_wal_frames(pages, 0, &sc, &c->wh, 0, cm->frame - sc.from_frame);
     n = dedup_pages(pages, n, cm->db_pages, c->wh.page_size);
-    rc = spool_write_ltx(p->sp, 1, seq, c->wh.page_size, cm->db_pages, now_ms(), pages, n,
-                         p->db_fd, c->wal_fd, &size, err);
-    if (rc != LTX_OK) goto out;
-    if (c->s->seg_first == 0 || c->s->seg_first == c->s->seg_next) c->s->seg_first = seq;
-    c->s->seg_next = seq + 1;
-    c->s->page_size = c->wh.page_size;
     c->s->wal.frame = cm->frame;
-    rc = spool_write_state(p->sp, c->s, err);
-    if (rc != LTX_OK) goto out;
-    pthread_mutex_lock(&p->mu);
-    p->spool_bytes += size;
-    pthread_mutex_unlock(&p->mu);
-    if (flush) rc = merge_segments(c, err);
+    rc = write_segment(c, c->wh.page_size, cm->db_pages, pages, n, err);
+    if (rc == LTX_OK && flush) rc = merge_segments(c, err);
     goto out;
   }
   rc = merge_segments(c, err); /* rollback-mode commits before these frames */
   if (rc != LTX_OK) goto out;
   for (size_t ci = 0; ci < sc.n_commits; ci++) {
     const wal_commit *cm = &sc.commits[ci];
-    size_t last, n = 0;
+    size_t last, n;
     uint64_t txid = c->s->txid_spooled + 1, size = 0;
     int64_t ts = now_ms();
     if (p->cfg.sync_interval_ms > 0 && ci + 1 < sc.n_commits) continue; /* batch: up to the last */
     last = cm->frame - sc.from_frame; /* frames [first, last) of the scan */
-    for (size_t i = first; i < last; i++) {
-      pages[n].pgno = sc.pgnos[i];
-      pages[n].from_wal = 1;
-      pages[n].at = wal_frame_page_offset(&c->wh, sc.from_frame + (uint32_t)i + 1);
-      n++;
-    }
+    n = add_wal_frames(pages, 0, &sc, &c->wh, first, last);
     n = dedup_pages(pages, n, cm->db_pages, c->wh.page_size);
     rc = spool_write_ltx(p->sp, 0, txid, c->wh.page_size, cm->db_pages, ts, pages, n, p->db_fd,
                          c->wal_fd, &size, err);
@@ -722,19 +729,8 @@ int primary_rollback_committed(primary *p, const uint32_t *pgnos, size_t n, ltx_
   if (p->cfg.sync_interval_ms > 0) {
     /* Batching: a segment now (before the next writer), merged with the
     ** interval's others into one TXID by the thread (merge_segments). */
-    uint64_t seq = segments_next(&s);
-    rc = spool_write_ltx(p->sp, 1, seq, ps, db_pages, ts, pages, n, p->db_fd, -1, &size, err);
-    if (rc != LTX_OK) goto out;
-    if (s.seg_first == 0) s.seg_first = seq;
-    s.seg_next = seq + 1;
     rc = db_fingerprint_read(p->db_fd, &s.fp, err);
-    if (rc == LTX_OK) rc = spool_write_state(p->sp, &s, err);
-    if (rc == LTX_OK) {
-      pthread_mutex_lock(&p->mu);
-      p->spool_bytes += size;
-      p->captures++;
-      pthread_mutex_unlock(&p->mu);
-    }
+    if (rc == LTX_OK) rc = write_segment(&c, ps, db_pages, pages, n, err);
     goto out;
   }
   rc = spool_write_ltx(p->sp, 0, s.txid_spooled + 1, ps, db_pages, ts, pages, n, p->db_fd, -1,

@@ -314,37 +314,32 @@ void spool_usage(spool *sp, uint64_t *bytes, uint64_t *files) {
   }
 }
 
-void spool_prune_segments(spool *sp, uint64_t first, uint64_t next) {
+
+/* Removes from DIR/sub the stale .tmp files and the numbered files outside
+** [keep_from, keep_to). */
+static void prune_dir(spool *sp, const char *sub, uint64_t keep_from, uint64_t keep_to) {
   char path[4096];
   DIR *d;
   struct dirent *e;
-  snprintf(path, sizeof path, "%s/seg", sp->dir);
+  snprintf(path, sizeof path, "%s/%s", sp->dir, sub);
   d = opendir(path);
   if (d == NULL) return;
   while ((e = readdir(d)) != NULL) {
-    uint64_t seq = spooled_txid(e->d_name);
+    uint64_t num = spooled_txid(e->d_name);
     size_t len = strlen(e->d_name);
     int stale_tmp = len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0;
-    if (stale_tmp || (seq != 0 && (seq < first || seq >= next))) unlinkat(dirfd(d), e->d_name, 0);
+    if (stale_tmp || (num != 0 && (num < keep_from || num >= keep_to)))
+      unlinkat(dirfd(d), e->d_name, 0);
   }
   closedir(d);
 }
 
 void spool_prune(spool *sp, uint64_t uploaded, uint64_t spooled) {
-  char path[4096];
-  DIR *d;
-  struct dirent *e;
-  snprintf(path, sizeof path, "%s/ltx", sp->dir);
-  d = opendir(path);
-  if (d == NULL) return;
-  while ((e = readdir(d)) != NULL) {
-    uint64_t txid = spooled_txid(e->d_name);
-    size_t len = strlen(e->d_name);
-    int stale_tmp = len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0;
-    if (stale_tmp || (txid != 0 && (txid <= uploaded || txid > spooled)))
-      unlinkat(dirfd(d), e->d_name, 0);
-  }
-  closedir(d);
+  prune_dir(sp, "ltx", uploaded + 1, spooled + 1);
+}
+
+void spool_prune_segments(spool *sp, uint64_t first, uint64_t next) {
+  prune_dir(sp, "seg", first, next);
 }
 
 /* ---- encoding a capture ---- */

@@ -55,6 +55,22 @@ wait_for() {
   return 0
 }
 
+# ---- bad settings: the open fails naming the setting and its value ----
+bad_open() { # LABEL PARAMS WANT
+  local out
+  out=$(env -u LITESTREAM_REPLICA_URL timeout 30 "$SQLITE3" -batch :memory: ".load $LIB" \
+    ".open file:$WORK/bad.db?vfs=litestream-primary$2" "SELECT 1;" 2>&1) || true
+  check_contains "bad: $1" "$out" "$3"
+}
+bad_open "no replica URL" "" "no replica URL: add replica=URL"
+bad_open "sync_interval=abc" "&replica=file://$WORK/rep-bad&sync_interval=abc" "sync_interval=abc: not an interval"
+bad_open "sync=sometimes" "&replica=file://$WORK/rep-bad&sync=sometimes" "sync=sometimes: 'remote' or 'local'"
+bad_open "spool_max=lots" "&replica=file://$WORK/rep-bad&spool_max=lots" "spool_max=lots: not a size"
+bad_open "bootstrap=maybe" "&replica=file://$WORK/rep-bad&bootstrap=maybe" "bootstrap=maybe: 'restore' or 'none'"
+bad_open "lease_ttl=1ms" "&replica=file://$WORK/rep-bad&lease_ttl=1ms" "lease_ttl=1ms: not a duration of 1 s to 1 day"
+bad_open "a bad replica URL" "&replica=ftp://nowhere/x" "ftp://nowhere/x"
+check "bad: nothing was created for a refused open" "$(ls "$WORK/rep-bad" 2>/dev/null | wc -l)" 0
+
 # ---- ahead ----
 REP=$WORK/rep-ahead URL=file://$WORK/rep-ahead
 $PY "$WRITER" "$LIB" "$WORK/a.db" "$URL" "$WORK/ack-a" --commits 5 --params "&sync_interval=0" >/dev/null 2>&1

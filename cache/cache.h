@@ -153,10 +153,13 @@ int cache_image_truncate(cache_image *im, uint32_t old_commit, uint32_t commit, 
 /* What the map names for pgno (level, TXIDs) and whether it is held; 0 when
 ** nothing. */
 int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, int *held);
-/* Starts writing pages [pgno, pgno + n) to disk without waiting (where
-** the system can), so that the sync that makes them durable later has
-** little left to do: disk writes overlap the download. */
-void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n);
+/* Counts bytes a fill wrote; cache_image_sync_step makes the image durable
+** so far (fdatasync) once min_bytes were written since the last step, and
+** says whether it did. A fill calls it on a thread of its own, so that the
+** sync at the end has little left to do (disk writes overlap the download)
+** and no download waits for a flush. */
+void cache_image_written(cache_image *im, uint64_t bytes);
+int cache_image_sync_step(cache_image *im, uint64_t min_bytes);
 /* Makes the image's bytes and record durable (before the meta moves). */
 int cache_image_sync(cache_image *im, ltx_error *err);
 int cache_image_write_meta(cache_image *im, const cache_image_meta *m, ltx_error *err);

@@ -19,13 +19,15 @@
 **            network needed, idempotent.
 **   fill     when there is nothing to apply: the pages of H's map the image
 **            does not hold, by runs of frames (up to 8 MiB of one file
-**            each). FILL_PARALLEL workers each take the next run, fetch it,
-**            decode it and write it (one write per stretch of consecutive
-**            pages), then take another: requests stay in flight while others
-**            decode, and the disk writes are started as they are made
-**            (writeback), so download, decode and disk overlap and the final
-**            sync is short. It yields while readers are fetching (a reader's
-**            miss goes first).
+**            each, one request). FILL_PARALLEL workers each take the next
+**            run and stream it (store_read_range_sink): frames are decoded
+**            as they arrive and written a stretch of consecutive pages at a
+**            time, so a worker decodes and writes while its own request is
+**            still on the wire, and holds no run in memory. A flusher thread
+**            syncs the image every FILL_SYNC_STEP_BYTES, so the disk's
+**            writeback and flush keep pace and the final sync is short;
+**            download, decode and disk overlap. It yields while readers are
+**            fetching (a reader's miss goes first).
 **   check    after a warm open: the CRC of every page an earlier process
 **            left, so that readers find them checked.
 **
@@ -57,9 +59,10 @@
 
 #define APPLY_RANGE_BYTES (8u << 20) /* one request of a file being applied */
 #define FILL_RUN_BYTES (8u << 20)    /* one request of the fill */
-#define FILL_PARALLEL 6              /* fill workers: requests in flight (each
-                                     ** holds one run's bytes, FILL_RUN_BYTES) */
+#define FILL_PARALLEL 6              /* fill workers: requests in flight */
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
+#define FILL_STAGE_BYTES (256u << 10) /* a fill worker's bytes of frames cut short */
+#define FILL_SYNC_STEP_BYTES (16u << 20) /* written this much: the flusher syncs */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
 #define READERS_QUIET_MS 200         /* readers were busy this recently: one fill worker */
@@ -471,11 +474,11 @@ static int next_run(replica *r, replica_view *v, fill_cursor *cur, fill_run *run
 }
 
 /* One stretch of a fill pass, shared by its workers: each takes the next
-** run from the cursor, fetches it (one request), decodes it and writes it,
-** then takes another; FILL_PARALLEL requests stay in flight, decoding runs
-** on every core, and nobody waits for the slowest request of a batch. The
-** disk writes of each chunk are started at once (cache_image_writeback), so
-** the sync at the end has little left to do. */
+** run from the cursor, streams it (one request), decoding and writing as
+** it arrives, then takes another; FILL_PARALLEL requests stay in flight,
+** decoding runs on every core, and nobody waits for the slowest request of
+** a batch. The flusher syncs behind them (fill_flusher), so the sync at
+** the end has little left to do. */
 typedef struct fill_job {
   replica *r;
   replica_view *v;          /* the map being filled (a reference held by the hydrator) */
@@ -485,6 +488,7 @@ typedef struct fill_job {
   atomic_int over;          /* the pass has no more runs, or a fetch failed */
   int rc;                   /* the first failure (err says why); stops the others */
   ltx_error err;
+  atomic_int workers_done;  /* the flusher's signal to stop */
 } fill_job;
 
 /* Whether the hydrator has better things to do than filling (closing, files
@@ -496,37 +500,103 @@ static int fill_interrupted(replica *r) {
   return stop;
 }
 
-/* Decodes the frames of run the image wants from buf (the run's bytes) and
-** writes them FILL_CHUNK_BYTES at a time. */
-static int write_run(replica *r, const fill_run *run, const uint8_t *buf, uint8_t *pages,
-                     uint32_t *pgnos, uint64_t *crcs, uint32_t chunk, ltx_error *err) {
-  rp_file *f = run->f;
+/* Writes a run as its bytes arrive (store_read_range_sink): frames whole
+** in a piece are decoded where they lie, a frame cut by a piece's end is
+** gathered in a small stage; the frames the image wants are written
+** FILL_CHUNK_BYTES at a time. A worker thus decodes and writes one part of
+** its run while the next is on the wire, and holds no buffer the size of a
+** run. */
+typedef struct run_writer {
+  replica *r;
+  const fill_run *run;
+  uint8_t *stage;     /* bytes of the run from stage_at on, staged of them */
+  size_t stage_cap, staged;
+  uint64_t stage_at;  /* offset in the run of the first byte not decoded */
+  uint8_t *pages;     /* room for chunk pages, decoded, not written yet */
+  uint32_t *pgnos;
+  uint64_t *crcs;
+  uint32_t chunk;
+  uint32_t next;      /* index position of the next frame to decode */
+  uint32_t n;         /* pages in pages[] */
+  int rc;             /* the first failure (err says why): writing stops */
+  ltx_error *err;
+} run_writer;
+
+static void run_flush(run_writer *w) {
+  const rp_file *f = w->run->f;
+  if (w->n == 0 || w->rc != LTX_OK) return;
+  for (uint32_t k = 0; k < w->n; k++) /* here, not under the image's write lock */
+    w->crcs[k] = ltx_crc64(0, w->pages + (size_t)k * f->page_size, f->page_size);
+  w->rc = cache_image_put_pages(w->r->img, &f->meta, w->pgnos, w->pages, w->crcs, w->n, w->err);
+  cache_image_written(w->r->img, (uint64_t)w->n * f->page_size);
+  w->n = 0;
+}
+
+/* Decodes the frames whole in p[0, len), bytes of the run from at on (at
+** is where the next frame starts); returns the bytes they took. */
+static size_t run_decode(run_writer *w, uint64_t at, const uint8_t *p, size_t len) {
+  const rp_file *f = w->run->f;
   const ltx_page_entry *e = f->idx.entries;
-  uint64_t base = e[run->lo].offset;
-  uint32_t n = 0;
-  int rc = LTX_OK;
-  for (uint32_t j = run->lo; j <= run->hi && rc == LTX_OK; j++) {
-    int last = j == run->hi;
-    if (!last && cache_image_wants(r->img, e[j].pgno, &f->meta)) { /* else bridged over */
-      ltx_error derr = {0};
-      if (ltx_frame_decode(buf + (e[j].offset - base), e[j].size, e[j].pgno, f->page_size,
-                           pages + (size_t)n * f->page_size, &derr) != LTX_OK) {
-        atomic_fetch_add(&r->fill_decode_failures, 1);
-        last = 1; /* a reader of that page will see the error */
-      } else {
-        pgnos[n++] = e[j].pgno;
-      }
+  uint64_t base = e[w->run->lo].offset, used = 0;
+  for (; w->next < w->run->hi && w->rc == LTX_OK; w->next++) {
+    const ltx_page_entry *x = &e[w->next];
+    uint64_t start = x->offset - base - at; /* frames are contiguous (ltx_index_parse) */
+    if (start + x->size > len) break;        /* not whole yet */
+    used = start + x->size;
+    if (!cache_image_wants(w->r->img, x->pgno, &f->meta)) continue; /* bridged over */
+    ltx_error derr = {0};
+    uint8_t *page = w->pages + (size_t)w->n * f->page_size;
+    if (ltx_frame_decode(p + start, x->size, x->pgno, f->page_size, page, &derr) != LTX_OK) {
+      atomic_fetch_add(&w->r->fill_decode_failures, 1); /* a reader of it will see the error */
+      continue;
     }
-    if (n > 0 && (n == chunk || last)) {
-      for (uint32_t k = 0; k < n; k++) /* here, not under the image's write lock */
-        crcs[k] = ltx_crc64(0, pages + (size_t)k * f->page_size, f->page_size);
-      rc = cache_image_put_pages(r->img, &f->meta, pgnos, pages, crcs, n, err);
-      cache_image_writeback(r->img, pgnos[0], pgnos[n - 1] - pgnos[0] + 1);
-      n = 0;
+    /* a chunk is a stretch of consecutive pages: one write */
+    if (w->n > 0 && x->pgno != w->pgnos[w->n - 1] + 1) {
+      run_flush(w);
+      if (w->rc != LTX_OK) break;
+      memcpy(w->pages, page, f->page_size);
     }
-    if (last) break;
+    w->pgnos[w->n++] = x->pgno;
+    if (w->n == w->chunk) run_flush(w);
   }
-  return rc;
+  return (size_t)used;
+}
+
+/* store_sink: data holds bytes [at, at + n) of the run. */
+static void run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+  run_writer *w = arg;
+  uint64_t have = w->stage_at + w->staged; /* bytes of the run had so far */
+  if (at + n <= have) return;              /* a retry going over them again */
+  if (at > have) {                         /* cannot be: a store tells them in order */
+    if (w->rc == LTX_OK)
+      w->rc = ltx_error_set(w->err, LTX_ERR_IO, "%s: bytes of a run told out of order",
+                            w->run->f->key);
+    return;
+  }
+  data += have - at;
+  n -= (size_t)(have - at);
+  while (n > 0 && w->rc == LTX_OK) {
+    size_t used;
+    if (w->staged == 0) { /* nothing cut short before: decode where they lie */
+      used = run_decode(w, w->stage_at, data, n);
+      data += used;
+      n -= used;
+      w->stage_at += used;
+      if (n == 0) break;
+    }
+    size_t take = w->stage_cap - w->staged < n ? w->stage_cap - w->staged : n;
+    memcpy(w->stage + w->staged, data, take);
+    w->staged += take;
+    data += take;
+    n -= take;
+    used = run_decode(w, w->stage_at, w->stage, w->staged);
+    memmove(w->stage, w->stage + used, w->staged - used);
+    w->staged -= used;
+    w->stage_at += used;
+    if (used == 0 && w->staged == w->stage_cap) /* cannot be: the stage holds any frame */
+      w->rc = ltx_error_set(w->err, LTX_ERR_FRAME, "%s: a frame larger than %zu bytes",
+                            w->run->f->key, w->stage_cap);
+  }
 }
 
 /* What a worker saw of the readers: the image's hits, and when they last
@@ -564,16 +634,19 @@ static void *fill_worker(void *arg) {
   /* readers may be about to start (an application opened the replica):
   ** the extra workers first wait to see them quiet */
   reader_watch seen = {0, r->cfg.hydrate_alone ? 0 : rp_mono_ms()};
-  uint8_t *buf = NULL, *pages = NULL;
+  uint8_t *stage = NULL, *pages = NULL;
   uint32_t *pgnos = NULL;
   uint64_t *crcs = NULL;
   uint32_t ps = j->v->page_size, chunk = FILL_CHUNK_BYTES / ps ? FILL_CHUNK_BYTES / ps : 1;
+  size_t stage_cap = 2 * ltx_frame_max_size(ps) > FILL_STAGE_BYTES ? 2 * ltx_frame_max_size(ps)
+                                                                   : FILL_STAGE_BYTES;
   ltx_error err = {0};
   int rc = LTX_OK;
+  stage = malloc(stage_cap);
   pages = malloc((size_t)chunk * ps);
   pgnos = malloc(chunk * sizeof(*pgnos));
   crcs = malloc(chunk * sizeof(*crcs));
-  if (pages == NULL || pgnos == NULL || crcs == NULL) {
+  if (stage == NULL || pages == NULL || pgnos == NULL || crcs == NULL) {
     rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -595,18 +668,15 @@ static void *fill_worker(void *arg) {
     const ltx_page_entry *e = run.f->idx.entries;
     uint64_t off = e[run.lo].offset;
     size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
-    /* a buffer per run, given back after it: a worker that waits (for
-    ** readers, for the store) holds no run's bytes */
-    if ((buf = malloc(len)) == NULL) {
-      rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory for a %zu-byte read", len);
-      break;
-    }
-    rc = store_read_range(r->st, run.f->key, off, buf, len, &err);
+    run_writer w = {.r = r, .run = &run, .stage = stage, .stage_cap = stage_cap, .pages = pages,
+                    .pgnos = pgnos, .crcs = crcs, .chunk = chunk, .next = run.lo, .rc = LTX_OK,
+                    .err = &err};
+    store_sink sink = {run_sink, &w};
+    rc = store_read_range_sink(r->st, run.f->key, off, len, &sink, &err);
     if (rc != LTX_OK) break;
     atomic_fetch_add(&r->hyd_bytes, len);
-    rc = write_run(r, &run, buf, pages, pgnos, crcs, chunk, &err);
-    free(buf);
-    buf = NULL;
+    run_flush(&w);
+    rc = w.rc;
     if (rc != LTX_OK) {
       rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
       rc = LTX_OK; /* the image stopped growing; that is not the fill's failure */
@@ -623,10 +693,21 @@ out:
     }
     pthread_mutex_unlock(&j->mu);
   }
-  free(buf);
+  free(stage);
   free(pages);
   free(pgnos);
   free(crcs);
+  return NULL;
+}
+
+/* The fill's flusher: makes the image durable every FILL_SYNC_STEP_BYTES
+** written, on its own thread, so that writeback and the disk's flush run
+** while the workers download (a worker that synced would hold its
+** connection still for the flush: ~80 ms per step here). */
+static void *fill_flusher(void *arg) {
+  fill_job *j = arg;
+  while (!atomic_load(&j->workers_done))
+    if (!cache_image_sync_step(j->r->img, FILL_SYNC_STEP_BYTES)) rp_sleep_ms(YIELD_MS);
   return NULL;
 }
 
@@ -636,15 +717,19 @@ out:
 static int fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err) {
   fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK};
   fill_worker_arg args[FILL_PARALLEL];
-  pthread_t th[FILL_PARALLEL];
-  int started[FILL_PARALLEL] = {0};
+  pthread_t th[FILL_PARALLEL], flusher;
+  int started[FILL_PARALLEL] = {0}, flushing;
   pthread_mutex_init(&j.mu, NULL);
+  atomic_init(&j.workers_done, 0);
   for (int i = 0; i < FILL_PARALLEL; i++) args[i] = (fill_worker_arg){&j, i};
   for (int i = 1; i < FILL_PARALLEL; i++)
     started[i] = pthread_create(&th[i], NULL, fill_worker, &args[i]) == 0;
+  flushing = pthread_create(&flusher, NULL, fill_flusher, &j) == 0;
   fill_worker(&args[0]);
   for (int i = 1; i < FILL_PARALLEL; i++)
     if (started[i]) pthread_join(th[i], NULL);
+  atomic_store(&j.workers_done, 1);
+  if (flushing) pthread_join(flusher, NULL);
   pthread_mutex_destroy(&j.mu);
   if (j.found) *found = 1;
   if (j.rc != LTX_OK) *err = j.err;

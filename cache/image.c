@@ -59,6 +59,8 @@
 ** A reader loads seq, the entry and its extent's ext_seq, copies, then loads
 ** them all again and compares (a seqlock: any overlapping change is a miss);
 ** the CRC check backs that up (and is all another process could rely on).
+** A fill's step syncs (cache_image_sync_step, from a thread of its own)
+** only make bytes durable sooner; nothing above depends on them.
 ** Crash consistency for the map itself (the identities) comes from the
 ** marker protocol of cache_image_meta.applying: the marker is durable before
 ** the first entry changes, H moves only after every entry of the file is
@@ -166,6 +168,8 @@ struct cache_image {
   atomic_int disabled;         /* writes stopped (disk full, I/O error, budget) */
   atomic_uint_fast64_t budget; /* most bytes of pages to hold; UINT64_MAX = no limit */
   atomic_uint_fast64_t held, bad, bytes_written, evicted;
+  atomic_uint_fast64_t unsynced; /* bytes written since the last step's sync */
+  atomic_int syncing;            /* a step's sync is running */
   atomic_uint_fast64_t mapped; /* entries that name a file: held == mapped is a
                                ** full image (write_mutex; read by readers) */
   /* bumped by every reader: a line of their own, away from the writers' */
@@ -1066,16 +1070,16 @@ int cache_image_entry(cache_image *im, uint32_t pgno, store_ltx_file *version, i
   return 1;
 }
 
-void cache_image_writeback(cache_image *im, uint32_t pgno, uint32_t n) {
-#ifdef HAVE_SYNC_FILE_RANGE
-  uint64_t ps = atomic_load(&im->page_size);
-  if (ps && n) sync_file_range(im->image_fd, (off_t)((pgno - 1) * ps), (off_t)(n * ps),
-                               SYNC_FILE_RANGE_WRITE);
-#else
-  (void)im;
-  (void)pgno;
-  (void)n;
-#endif
+void cache_image_written(cache_image *im, uint64_t bytes) { atomic_fetch_add(&im->unsynced, bytes); }
+
+int cache_image_sync_step(cache_image *im, uint64_t min_bytes) {
+  int idle = 0;
+  if (atomic_load(&im->unsynced) < min_bytes || !atomic_compare_exchange_strong(&im->syncing, &idle, 1))
+    return 0;
+  atomic_store(&im->unsynced, 0);
+  (void)fdatasync(im->image_fd); /* a failure is the final sync's to report */
+  atomic_store(&im->syncing, 0);
+  return 1;
 }
 
 int cache_image_sync(cache_image *im, ltx_error *err) {

@@ -39,6 +39,13 @@ static int c_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, 
   return rc;
 }
 
+static int c_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
+                             const store_sink *sink, ltx_error *err) {
+  int rc = store_read_range_sink(inner_of(st), key, off, n, sink, err);
+  count(st, 1, rc == LTX_OK ? n : 0);
+  return rc;
+}
+
 static int c_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
                          uint64_t *object_size, ltx_error *err) {
   int rc = store_read_suffix(inner_of(st), key, buf, n, nread, object_size, err);
@@ -93,6 +100,7 @@ static const store_ops counting_ops = {
     .del = c_del,
     .close = c_close,
     .read_ranges = c_read_ranges,
+    .read_range_sink = c_read_range_sink,
     .interrupt = c_interrupt,
 };
 

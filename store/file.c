@@ -13,6 +13,7 @@
 **                  exist"), because a restore from a mistyped path must say
 **                  so instead of reporting an empty replica.
 **   read_range     open + pread; a short object is STORE_ERR_SHORT_READ.
+**   read_range_sink  read_range 256 KiB at a time, each piece told.
 **   put            write ".<name>.tmp.<pid>.<n>" in the target directory
 **                  (O_EXCL), fsync, set the mtime, rename over the key, fsync
 **                  the directory. Readers see the old or the whole new file.
@@ -356,6 +357,26 @@ out:
   return rc;
 }
 
+/* A streamed read hands over this much at a time. */
+#define SINK_PIECE (256u << 10)
+
+/* read_range a piece at a time, each read into one small buffer and told;
+** a short object is found (and reported by read_range) before its last
+** piece is told. */
+static int file_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
+                                const store_sink *sink, ltx_error *err) {
+  uint8_t *piece = malloc(n < SINK_PIECE ? (n ? n : 1) : SINK_PIECE);
+  int rc = LTX_OK;
+  if (piece == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory", key);
+  for (size_t at = 0; at < n && rc == LTX_OK; at += SINK_PIECE) {
+    size_t len = n - at < SINK_PIECE ? n - at : SINK_PIECE;
+    rc = file_read_range(st, key, off + at, piece, len, err);
+    if (rc == LTX_OK) sink->fn(sink->arg, at, piece, len);
+  }
+  free(piece);
+  return rc;
+}
+
 static int file_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
                             uint64_t *object_size, ltx_error *err) {
   char *path = NULL;
@@ -696,6 +717,7 @@ static const store_ops file_ops = {
     .scheme = "file",
     .list = file_list,
     .read_range = file_read_range,
+    .read_range_sink = file_read_range_sink,
     .read_suffix = file_read_suffix,
     .head = file_head,
     .put = file_put,

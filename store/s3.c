@@ -45,6 +45,8 @@
 **               then ...&continuation-token=T for each further 1000 keys
 **   read_range  GET key, Range: bytes=OFF-END      -> 206, checked against
 **               Content-Range; fewer bytes than asked is never returned
+**   read_range_sink  the same GET; the body goes to the sink as it arrives,
+**               once the status and Content-Range say it is the range asked
 **   read_suffix GET key, Range: bytes=-N           -> 206; the object size
 **               comes from Content-Range
 **   read_ranges one ranged GET per range, `concurrency` at a time on one
@@ -223,8 +225,9 @@ static int range_request(s3_store *p, s3_req *r, const char *key, uint64_t off, 
   return rc;
 }
 
-static int s3_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
-                         ltx_error *err) {
+/* One ranged GET into buf, or handed to sink as it arrives. */
+static int read_range_to(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                         const store_sink *sink, ltx_error *err) {
   s3_store *p = s3_of(st);
   s3_req r;
   int rc;
@@ -233,9 +236,20 @@ static int s3_read_range(store *st, const char *key, uint64_t off, uint8_t *buf,
   /* nothing to fetch; S3 has no empty range */
   if (n == 0) return LTX_OK;
   rc = range_request(p, &r, key, off, buf, n, err);
+  r.sink = sink;
   if (rc == LTX_OK) rc = s3_run_one(p, &r, err);
   s3_req_free(&r);
   return rc;
+}
+
+static int s3_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                         ltx_error *err) {
+  return read_range_to(st, key, off, buf, n, NULL, err);
+}
+
+static int s3_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
+                              const store_sink *sink, ltx_error *err) {
+  return read_range_to(st, key, off, NULL, n, sink, err);
 }
 
 static int s3_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err) {
@@ -624,5 +638,6 @@ static const store_ops s3_ops = {
     .del = s3_del,
     .close = s3_close,
     .read_ranges = s3_read_ranges,
+    .read_range_sink = s3_read_range_sink,
     .interrupt = s3_interrupt,
 };

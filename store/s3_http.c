@@ -302,6 +302,22 @@ static int buf_append(s3_req *r, const char *z, size_t n, size_t limit) {
 
 static int is_success(long status) { return status >= 200 && status < 300; }
 
+static int parse_content_range(const char *z, uint64_t *first, uint64_t *last, uint64_t *total,
+                               int *has_total);
+
+/* Whether a range request's answer is, byte for byte, the range it asked
+** (206 with exactly its Content-Range, or the whole object from offset 0),
+** so that its bytes may be told to a sink before the last have come. The
+** test check_success makes at the end, made at the first byte. */
+static int body_is_range_asked(const s3_req *r) {
+  uint64_t a = 0, b = 0, t = 0;
+  int has_total = 0;
+  if (r->status == 206)
+    return parse_content_range(r->content_range, &a, &b, &t, &has_total) == 0 && a == r->off &&
+           b - a + 1 == r->out_len;
+  return r->status == 200 && r->off == 0;
+}
+
 static size_t on_body(char *z, size_t sz, size_t nmemb, void *arg) {
   s3_req *r = arg;
   size_t n = sz * nmemb;
@@ -317,7 +333,14 @@ static size_t on_body(char *z, size_t sz, size_t nmemb, void *arg) {
       r->overflow = 1;
       return 0;
     }
-    memcpy(r->out + r->got, z, n);
+    if (r->sink != NULL) {
+      /* told only when the answer is the range asked; else check_success
+      ** fails the attempt */
+      if (r->got == 0) r->streaming = body_is_range_asked(r); /* the headers are all in */
+      if (r->streaming) r->sink->fn(r->sink->arg, r->got, (const uint8_t *)z, n);
+    } else {
+      memcpy(r->out + r->got, z, n);
+    }
     r->got += n;
     return n;
   }
@@ -413,6 +436,7 @@ static int attempt_setup(s3_store *p, s3_req *r, CURL *e, int64_t left_ms, ltx_e
 
   r->status = 0;
   r->got = 0;
+  r->streaming = 0;
   r->buf_len = 0;
   r->upload_off = 0;
   r->overflow = 0;

@@ -126,7 +126,7 @@ typedef struct s3_req {
   const uint8_t *body; /* POST body (DeleteObjects) */
   size_t body_len;
   const store_body *put_body; /* PUT body: memory or a file */
-  uint8_t *out;               /* REQ_RANGE/REQ_SUFFIX destination */
+  uint8_t *out;               /* REQ_RANGE/REQ_SUFFIX destination (NULL with a sink) */
   size_t out_len;
   uint64_t off;    /* REQ_RANGE offset */
   int conditional; /* PUT with If-* */
@@ -145,6 +145,8 @@ typedef struct s3_req {
   char err_code[64];      /* x-amz-error-code (errors without body) */
   char bucket_region[64]; /* x-amz-bucket-region (301) */
   size_t got;             /* bytes in out */
+  const store_sink *sink; /* REQ_RANGE: gets the body instead of out (may be NULL) */
+  int streaming;          /* this attempt's answer is the range asked: tell the sink */
   char *buf;              /* list/delete body, or an error body */
   size_t buf_len, buf_cap;
   int overflow;

@@ -218,6 +218,19 @@ int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, siz
   return st->ops->read_range(st, key, off, buf, n, err);
 }
 
+int store_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
+                          const store_sink *sink, ltx_error *err) {
+  uint8_t *buf;
+  int rc;
+  if (st->ops->read_range_sink) return st->ops->read_range_sink(st, key, off, n, sink, err);
+  if ((buf = malloc(n ? n : 1)) == NULL)
+    return ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory for %zu bytes", key, n);
+  rc = st->ops->read_range(st, key, off, buf, n, err);
+  if (rc == LTX_OK) sink->fn(sink->arg, 0, buf, n);
+  free(buf);
+  return rc;
+}
+
 /* Backends that cannot read in parallel get the plain loop, with the same
 ** per-range results. */
 int store_read_ranges(store *st, store_range *ranges, size_t n, ltx_error *err) {

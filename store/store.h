@@ -90,6 +90,17 @@ typedef struct store_range {
   int rc;
 } store_range;
 
+/* The consumer of a streamed range (store_read_range_sink): told each
+** piece of the range as it arrives, in order; at is the piece's offset in
+** the range. Only bytes the answer says are the range asked are told. A
+** retry starts again at 0 with the same bytes (objects are immutable), so a
+** consumer skips what it has had. Called on the reading thread; the bytes
+** are the store's until the call returns. */
+typedef struct store_sink {
+  void (*fn)(void *arg, uint64_t at, const uint8_t *data, size_t n);
+  void *arg;
+} store_sink;
+
 /* Backend method table. Every method returns LTX_OK or a code with err set;
 ** messages name the object (never credentials). */
 typedef struct store_ops {
@@ -120,6 +131,11 @@ typedef struct store_ops {
   ** at once where the backend can; sets each ranges[i].rc and returns the
   ** first failure (with err) or LTX_OK. */
   int (*read_ranges)(store *st, store_range *ranges, size_t n, ltx_error *err);
+  /* Optional (NULL: read_range into memory, then one call of the sink).
+  ** read_range with the bytes handed to sink as they arrive, never held
+  ** whole. */
+  int (*read_range_sink)(store *st, const char *key, uint64_t off, size_t n,
+                         const store_sink *sink, ltx_error *err);
   /* Optional (NULL: calls are short anyway). Makes calls in flight give up
   ** soon (within about 200 ms) and later calls fail at once; for closing. */
   void (*interrupt)(store *st);
@@ -156,6 +172,12 @@ int store_list(store *st, const char *prefix, const char *after, store_object_li
                ltx_error *err);
 int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                      ltx_error *err);
+/* store_read_range with the bytes handed to sink as they arrive: a
+** consumer works on the first bytes of a large range while the rest is on
+** the wire, and needs no buffer the size of the range (the hydrator decodes
+** and writes as it downloads). LTX_OK once all n bytes were told. */
+int store_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
+                          const store_sink *sink, ltx_error *err);
 int store_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,
                       uint64_t *object_size, ltx_error *err);
 /* Reads every range (in parallel where the backend can); each range's rc is

@@ -1096,6 +1096,70 @@ START_TEST(test_s3_fault_503_burst_is_retried) {
 }
 END_TEST
 
+/* A streamed read tells the range in pieces as they arrive; an answer cut
+** in the middle is retried and told again from 0, the same bytes; error
+** answers (503) are never told. */
+START_TEST(test_s3_sink_streams_a_range_and_a_retry_tells_the_same_bytes) {
+  enum { BIG = 3 << 20, OFF = 1000, N = BIG - 2000 };
+  uint8_t *a, *big = random_bytes(BIG, 77);
+  store *st = fault_store("fsink", NULL, &a);
+  ltx_error err = {0};
+  tu_sink rec;
+  store_sink sink = {tu_sink_fn, &rec};
+  put_ok(st, "0000/big.ltx", big, BIG);
+
+  tu_sink_init(&rec, N);
+  CK_OK(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err));
+  ck_assert_uint_eq(rec.have, N);
+  ck_assert_mem_eq(rec.buf, big + OFF, N);
+  ck_assert_msg(rec.calls > 1, "3 MB told in %d piece(s)", rec.calls);
+  ck_assert_int_eq(rec.replays + rec.gaps, 0);
+  tu_sink_free(&rec);
+
+  fault("reset-stats");
+  fault("set?mode=truncate&n=1&method=GET"); /* half the body, then FIN */
+  tu_sink_init(&rec, N);
+  CK_OK(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err));
+  ck_assert_int_eq(fault("stats"), 1);
+  ck_assert_uint_eq(rec.have, N);
+  ck_assert_mem_eq(rec.buf, big + OFF, N);
+  ck_assert_msg(rec.replays >= 1, "the retry did not start again from 0 (%d calls)", rec.calls);
+  ck_assert_int_eq(rec.differ + rec.gaps, 0);
+  tu_sink_free(&rec);
+
+  fault("reset-stats");
+  fault("set?mode=503&n=2&method=GET");
+  tu_sink_init(&rec, N);
+  CK_OK(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err));
+  ck_assert_int_eq(fault("stats"), 2);
+  ck_assert_mem_eq(rec.buf, big + OFF, N);
+  ck_assert_int_eq(rec.replays + rec.gaps, 0); /* the error bodies were not told */
+  tu_sink_free(&rec);
+
+  /* an answer that is not the range asked (a 200 to a range at 1000, as
+  ** from a server that ignores Range): nothing of it is told, the read
+  ** fails */
+  fault("reset-stats");
+  fault("set?mode=as200&n=-1&method=GET");
+  tu_sink_init(&rec, N);
+  ck_assert_int_ne(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err), LTX_OK);
+  ck_assert_int_ge(fault("stats"), 1);
+  ck_assert_msg(strstr(err.msg, "200") != NULL, "%s", err.msg);
+  ck_assert_int_eq(rec.calls, 0);
+  tu_sink_free(&rec);
+
+  fault_clear();
+  tu_sink_init(&rec, 100);
+  ck_assert_int_eq(store_read_range_sink(st, "0000/none.ltx", 0, 100, &sink, &err), STORE_ERR_NOT_FOUND);
+  ck_assert_msg(strstr(err.msg, "none.ltx") != NULL, "%s", err.msg);
+  ck_assert_int_eq(rec.calls, 0);
+  tu_sink_free(&rec);
+  free(big);
+  free(a);
+  store_close(st);
+}
+END_TEST
+
 START_TEST(test_s3_fault_429_is_retried) {
   uint8_t *a, b[100];
   size_t nRead;
@@ -1678,6 +1742,7 @@ static Suite *s3_suite(void) {
   tcase_add_checked_fixture(tc, env_setup, NULL);
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_s3_fault_503_burst_is_retried);
+  tcase_add_test(tc, test_s3_sink_streams_a_range_and_a_retry_tells_the_same_bytes);
   tcase_add_test(tc, test_s3_fault_429_is_retried);
   tcase_add_test(tc, test_s3_fault_latency_within_deadline_works);
   tcase_add_test(tc, test_s3_replica_coalesces_identical_misses);

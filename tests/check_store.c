@@ -584,6 +584,36 @@ START_TEST(test_file_short_read_names_key_offset_and_lengths) {
 }
 END_TEST
 
+/* A streamed read of a file is told 256 KiB at a time, in order; a short
+** object fails as read_range does, having told only bytes that are right. */
+START_TEST(test_file_sink_tells_pieces_in_order_and_a_short_object_fails) {
+  enum { SIZE = 700 << 10 };
+  store *st = open_tmp_store();
+  ltx_error err = {0};
+  uint64_t seed = 5;
+  uint8_t *a = malloc(SIZE);
+  tu_sink rec;
+  store_sink sink = {tu_sink_fn, &rec};
+  tu_fill_random(&seed, a, SIZE);
+  ck_assert_int_eq(store_put(st, "ltx/0/big", a, SIZE, -1, STORE_PUT_ALWAYS, NULL, NULL, 0, &err), LTX_OK);
+  tu_sink_init(&rec, SIZE);
+  ck_assert_msg(store_read_range_sink(st, "ltx/0/big", 100, SIZE - 100, &sink, &err) == LTX_OK, "%s", err.msg);
+  ck_assert_uint_eq(rec.have, SIZE - 100);
+  ck_assert_mem_eq(rec.buf, a + 100, SIZE - 100);
+  ck_assert_int_eq(rec.calls, 3);
+  ck_assert_int_eq(rec.replays + rec.gaps, 0);
+  tu_sink_free(&rec);
+  tu_sink_init(&rec, SIZE);
+  ck_assert_int_eq(store_read_range_sink(st, "ltx/0/big", 100, SIZE, &sink, &err), STORE_ERR_SHORT_READ);
+  ck_assert_msg(strstr(err.msg, "ltx/0/big") != NULL, "%s", err.msg);
+  ck_assert_uint_lt(rec.have, SIZE - 100);
+  ck_assert_mem_eq(rec.buf, a + 100, rec.have);
+  tu_sink_free(&rec);
+  free(a);
+  store_close(st);
+}
+END_TEST
+
 START_TEST(test_file_missing_level_is_empty_missing_root_is_not_found) {
   store *st = open_tmp_store();
   store *stGone = NULL;
@@ -1304,6 +1334,7 @@ static Suite *store_suite(void) {
   tcase_add_test(tc, test_file_conditional_put_waits_for_the_directory_lock);
   tcase_add_test(tc, test_file_missing_object_errors_name_the_key);
   tcase_add_test(tc, test_file_short_read_names_key_offset_and_lengths);
+  tcase_add_test(tc, test_file_sink_tells_pieces_in_order_and_a_short_object_fails);
   tcase_add_test(tc, test_file_missing_level_is_empty_missing_root_is_not_found);
   tcase_add_test(tc, test_file_delete_removes_and_ignores_missing);
   tcase_add_test(tc, test_file_rejects_keys_outside_the_root);

@@ -7,8 +7,9 @@
 ** Makefile), temporary directories that a test removes again, a growable
 ** byte buffer, a seeded random generator so a failure reproduces,
 ** SHA-256 for the img_sha256 column of expected.tsv, the suites' main()
-** (tu_run_suite) and, for suites that include cache.h, waits on the
-** replica's poller with deadlines (tu_wait_*). All
+** (tu_run_suite), for suites that include cache.h, waits on the
+** replica's poller with deadlines (tu_wait_*), and for suites that include
+** store.h a store_sink that records what a streamed read told (tu_sink). All
 ** functions are static inline so a suite that uses a few of them compiles
 ** without unused-function warnings.
 **
@@ -313,4 +314,53 @@ static inline void tu_wait_polls(replica *r, uint64_t n) {
   ck_abort_msg("fewer than %llu polls in %d ms: %s", (unsigned long long)n, TU_POLL_DEADLINE_MS,
                tu_poller_state(r, state, sizeof(state)));
 }
+#endif
+
+/* ---- a recording store_sink, for suites that include store.h ----
+** Keeps the bytes a streamed read told, by the sink's contract (a retry
+** tells them again from 0: what is had already is compared, not kept
+** twice), and what it saw: the calls, the replays, bytes told out of
+** order, and bytes told again that differ.
+**
+**   tu_sink rec;
+**   tu_sink_init(&rec, n);
+**   store_sink sink = {tu_sink_fn, &rec};
+**   store_read_range_sink(st, key, off, n, &sink, &err);
+**   ck_assert_mem_eq(rec.buf, want, n);
+**   tu_sink_free(&rec);
+*/
+#if defined(LTVFS_STORE_H) && !defined(LTVFS_TESTUTIL_SINK)
+#define LTVFS_TESTUTIL_SINK
+typedef struct tu_sink {
+  uint8_t *buf;
+  size_t cap, have;   /* bytes kept: buf[0, have) */
+  int calls, replays, gaps, differ;
+} tu_sink;
+
+static inline void tu_sink_init(tu_sink *s, size_t cap) {
+  memset(s, 0, sizeof(*s));
+  s->cap = cap;
+  s->buf = malloc(cap ? cap : 1);
+}
+
+static inline void tu_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+  tu_sink *s = arg;
+  s->calls++;
+  if (at > s->have || at + n > s->cap) {
+    s->gaps++;
+    return;
+  }
+  if (at < s->have) {
+    size_t again = s->have - at < n ? (size_t)(s->have - at) : n;
+    s->replays++;
+    if (memcmp(s->buf + at, data, again) != 0) s->differ++;
+    at += again;
+    data += again;
+    n -= again;
+  }
+  memcpy(s->buf + at, data, n);
+  s->have = (size_t)at + n;
+}
+
+static inline void tu_sink_free(tu_sink *s) { free(s->buf); }
 #endif

@@ -25,16 +25,21 @@
 //              body, then reset the connection (TCP RST)
 //   truncate   forward; send the head (its Content-Length promising the whole
 //              body) and the first half of the body, then close (FIN)
+//   as200      forward; a 206 answer goes out as 200 without Content-Range,
+//              as from a server or cache that ignores Range (the body is
+//              still the range's: a client must not take it for the object
+//              from byte 0)
 //   listsize   forward; in a ListObjectsV2 answer, report every object whose
 //              key contains `key` with <Size> `size` (a server that lists an
 //              upload in progress, or a stale listing); one per listing
 //   none       pass everything through
-// reset and truncate only count responses that have a body to cut.
+// reset and truncate only count responses that have a body to cut, of at
+// least `minsize` bytes when given.
 // Filters: `method` (e.g. GET) and `match` (substring of the request path).
 //
 // Control (on the proxy's own port, plain unsigned GETs; "__fault" cannot be
 // an S3 bucket name, so it never collides with a forwarded request):
-//   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500]
+//   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500][&minsize=N]
 //                   [&key=K&size=N]  (listsize)
 //   GET /__fault/clear      back to pass-through, counters kept
 //   GET /__fault/stats      {"requests":N,"injected":N,"connections":N,"mode":"...",...}
@@ -64,7 +69,7 @@ if (!upHost || !upPort) {
 const port = Number(opt('--port', process.env.FAULT_PORT || 0));
 const parentPid = Number(opt('--parent-pid', 0));
 
-const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate', 'listsize']);
+const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate', 'listsize', 'as200']);
 let fault = { mode: 'none', left: 0, ms: 0, code: 500, method: '', match: '', key: '', size: 0 };
 const stats = { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' };
 
@@ -80,6 +85,7 @@ function setFault(p) {
     match: p.match || '',
     key: p.key || '',
     size: Number(p.size || 0),
+    minsize: Number(p.minsize || 0),
   };
 }
 if (process.env.FAULT_MODE) {
@@ -138,6 +144,14 @@ function forward(req, res, f) {
   const up = http.request({
     host: upHost, port: upPort, method: req.method, path: req.url, headers: strip(req.headers), agent,
   }, (upRes) => {
+    if (f && f.mode === 'as200' && upRes.statusCode === 206) {
+      consume();
+      const headers = strip(upRes.headers);
+      delete headers['content-range'];
+      res.writeHead(200, headers);
+      upRes.pipe(res);
+      return;
+    }
     if (f && f.mode === 'listsize') {
       rewriteSizes(upRes, res, f);
       return;
@@ -155,7 +169,7 @@ function forward(req, res, f) {
       const half = Math.floor(body.length / 2);
       // Nothing to cut, or concurrent requests already used up the count:
       // pass through, not counted.
-      if (body.length === 0 || fault.left === 0 || fault.mode !== f.mode) {
+      if (body.length === 0 || body.length < f.minsize || fault.left === 0 || fault.mode !== f.mode) {
         res.writeHead(upRes.statusCode, strip(upRes.headers));
         res.end(body);
         return;

@@ -703,11 +703,16 @@ out:
 /* The fill's flusher: makes the image durable every FILL_SYNC_STEP_BYTES
 ** written, on its own thread, so that writeback and the disk's flush run
 ** while the workers download (a worker that synced would hold its
-** connection still for the flush: ~80 ms per step here). */
+** connection still for the flush: ~80 ms per step here). Once the last
+** runs are handed out it syncs whatever is written, so that the sync at
+** the end of the pass finds next to nothing left (it took 40-100 ms here
+** after 16 MiB steps). */
 static void *fill_flusher(void *arg) {
   fill_job *j = arg;
-  while (!atomic_load(&j->workers_done))
-    if (!cache_image_sync_step(j->r->img, FILL_SYNC_STEP_BYTES)) rp_sleep_ms(YIELD_MS);
+  while (!atomic_load(&j->workers_done)) {
+    uint64_t step = atomic_load(&j->over) ? 1 : FILL_SYNC_STEP_BYTES;
+    if (!cache_image_sync_step(j->r->img, step)) rp_sleep_ms(YIELD_MS);
+  }
   return NULL;
 }
 

@@ -200,6 +200,10 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   }
   pthread_mutex_lock(&r->mutex);
   rp_note_seen(r, &all);
+  /* That was a listing of every level: the poller's first polls list level
+  ** 0 only, the full one comes at its tenth (a hydration under way does
+  ** not pay for eleven LISTs a second after the open). */
+  r->poll_count = 1;
   replica_view_ref(v);
   rp_publish(r, v);
   r->img_verified = 1;             /* what the store just said */

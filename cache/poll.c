@@ -3,8 +3,9 @@
 **
 ** A poll:
 ** (1) lists level 0 after the last key seen there; all levels every tenth
-**     poll, after a poll the store failed, after a listed file turned out
-**     gone, and when the new files leave a gap;
+**     poll (a cold open's listing counts as the first full one), after a
+**     poll the store failed, after a listed file turned out gone, and when
+**     the new files leave a gap;
 ** (2) takes as candidates every file newer than the latest view: those still
 **     pending from earlier polls and those just listed. The listing moves
 **     past a file once it has seen it, so a file stays pending, by name,

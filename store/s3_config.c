@@ -116,13 +116,14 @@ static char *percent_decode(const char *z, size_t n, int plus) {
 ** that SigV4 signs (curl 7.88 signs the query exactly as written). pairs
 ** holds n_pairs name/value pairs; a NULL value drops the pair. */
 char *s3_make_query(const char **pairs, int n_pairs) {
-  char *query = s3_append_str(NULL, "");
-  int order[8];
+  char *query = NULL;
+  int *order = malloc((size_t)(n_pairs > 0 ? n_pairs : 1) * sizeof(*order));
   int n = 0;
-  for (int i = 0; i < n_pairs && n < 8; i++) {
+  if (order == NULL) return NULL;
+  for (int i = 0; i < n_pairs; i++) {
     if (pairs[2 * i + 1] != NULL) order[n++] = i;
   }
-  /* insertion sort: at most a handful of names */
+  /* insertion sort: a handful of names */
   for (int i = 1; i < n; i++) {
     for (int j = i; j > 0 && strcmp(pairs[2 * order[j - 1]], pairs[2 * order[j]]) > 0; j--) {
       int t = order[j];
@@ -130,12 +131,14 @@ char *s3_make_query(const char **pairs, int n_pairs) {
       order[j - 1] = t;
     }
   }
+  query = s3_append_str(NULL, "");
   for (int i = 0; i < n && query != NULL; i++) {
     if (i > 0) query = s3_append_str(query, "&");
     if (query != NULL) query = s3_append_encoded(query, pairs[2 * order[i]], 0);
     if (query != NULL) query = s3_append_str(query, "=");
     if (query != NULL) query = s3_append_encoded(query, pairs[2 * order[i] + 1], 0);
   }
+  free(order);
   return query;
 }
 

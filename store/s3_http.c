@@ -508,20 +508,35 @@ static int attempt_setup(s3_store *p, s3_req *r, CURL *e, int64_t left_ms, ltx_e
 }
 
 /* Parses "bytes A-B/T" (T may be "*"); -1 when malformed. */
+/* A decimal number at *pz, digits only (no sign, no space: sscanf's %llu
+** would take "-1" as 2^64-1), moving *pz past it; -1 when there is none or
+** it overflows. */
+static int parse_decimal(const char **pz, uint64_t *out) {
+  const char *z = *pz;
+  uint64_t v = 0;
+  if (*z < '0' || *z > '9') return -1;
+  for (; *z >= '0' && *z <= '9'; z++) {
+    if (v > (UINT64_MAX - (uint64_t)(*z - '0')) / 10) return -1;
+    v = v * 10 + (uint64_t)(*z - '0');
+  }
+  *out = v;
+  *pz = z;
+  return 0;
+}
+
+/* "bytes FIRST-LAST/TOTAL", or with "*" for TOTAL (unknown); nothing else. */
 static int parse_content_range(const char *z, uint64_t *first, uint64_t *last, uint64_t *total,
                                int *has_total) {
-  unsigned long long a, b, t;
-  int pos = 0;
-  if (sscanf(z, "bytes %llu-%llu/%n", &a, &b, &pos) != 2 || pos == 0 || b < a) return -1;
-  if (strcmp(z + pos, "*") == 0) {
+  uint64_t a, b, t = 0;
+  if (strncmp(z, "bytes ", 6) != 0) return -1;
+  z += 6;
+  if (parse_decimal(&z, &a) != 0 || *z++ != '-' || parse_decimal(&z, &b) != 0 || *z++ != '/' ||
+      b < a)
+    return -1;
+  if (strcmp(z, "*") == 0) {
     *has_total = 0;
-    t = 0;
   } else {
-    char *end;
-    if (z[pos] < '0' || z[pos] > '9') return -1;
-    errno = 0;
-    t = strtoull(z + pos, &end, 10);
-    if (errno != 0 || *end != '\0' || b >= t) return -1;
+    if (parse_decimal(&z, &t) != 0 || *z != '\0' || b >= t) return -1;
     *has_total = 1;
   }
   *first = a;

@@ -175,7 +175,7 @@ char *s3_append_str(char *dst, const char *z);
 ** when keep_slash. Returns the new string or NULL; frees dst on failure. */
 char *s3_append_encoded(char *dst, const char *z, int keep_slash);
 /* The canonical query of n_pairs name/value pairs (a NULL value drops the
-** pair, at most 8 pairs); NULL when out of memory. */
+** pair); NULL when out of memory. */
 char *s3_make_query(const char **pairs, int n_pairs);
 
 /* ---- s3_http.c ---- */

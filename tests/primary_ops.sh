@@ -81,6 +81,13 @@ out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 1 2>&1) &
 check "ahead: B's open is refused" "$rc" 1
 check_contains "ahead: the message names both TXIDs" "$out" "is at TXID 0000000000000007, ahead of this database (TXID 0000000000000000"
 check "ahead: nothing was written to the replica" "$(l0_contiguous "$URL")" 7
+# The Go VFS's write mode restores by default only on the litestream VFS's
+# delegated opens: with LITESTREAM_WRITE_ENABLED in the environment, a
+# direct litestream-primary open is still refused.
+out=$(LITESTREAM_WRITE_ENABLED=true $PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 1 2>&1) && rc=0 || rc=$?
+check "ahead: with LITESTREAM_WRITE_ENABLED=true, B's litestream-primary open is still refused" "$rc" 1
+check_contains "ahead: ... naming both TXIDs" "$out" "ahead of this database"
+check "ahead: ... and nothing was written" "$(l0_contiguous "$URL")" 7
 out=$($PY "$WRITER" "$LIB" "$WORK/b.db" "$URL" "$WORK/ack-b" --commits 2 --params "&bootstrap=restore&sync_interval=0" 2>&1) && rc=0 || rc=$?
 check "ahead: bootstrap=restore opens" "$rc" 0
 check "ahead: B continued at TXID 8 (two commits: 8, 9)" "$(l0_contiguous "$URL")" 9

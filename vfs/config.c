@@ -174,7 +174,8 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err) 
 
 /* ---- the primary VFS ("litestream-primary") ---- */
 
-int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_error *err) {
+int vfs_primary_config_read(vfs_param_fn uri, void *ctx, int bootstrap_restore, primary_config *c,
+                            ltx_error *err) {
   const char *v;
   memset(c, 0, sizeof(*c));
   c->sync_interval_ms = PRIMARY_DEFAULT_SYNC_INTERVAL_MS;
@@ -207,8 +208,7 @@ int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_
     c->spool_max = (uint64_t)n;
   }
   if ((v = param(uri, ctx, "spool", "LTVFS_SPOOL_DIR")) != NULL) c->spool_dir = v;
-  /* The Go VFS's write mode: a new machine takes over as primary in one open. */
-  if (vfs_write_mode()) c->bootstrap_restore = 1;
+  c->bootstrap_restore = bootstrap_restore;
   if ((v = param(uri, ctx, "bootstrap", "LTVFS_BOOTSTRAP")) != NULL) {
     if (!strcasecmp(v, "restore")) c->bootstrap_restore = 1;
     else if (strcasecmp(v, "none") != 0)

@@ -383,11 +383,11 @@ static pv_file *main_of(const char *zName) {
   return f && f->pMethods == &vfs_primary_io_methods ? (pv_file *)f : NULL;
 }
 
-static int pv_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int flags,
-                   int *pOutFlags) {
+/* xOpen, with bootstrap='s default (vfs_primary_config_read). */
+static int open_file(const char *zName, sqlite3_file *pf, int flags, int *pOutFlags,
+                     int bootstrap_restore) {
   pv_file *p = (pv_file *)pf;
   int rc;
-  (void)vfs;
   memset(p, 0, sizeof *p);
   p->real = (sqlite3_file *)(p + 1);
   p->base.pMethods = &vfs_primary_io_methods;
@@ -396,7 +396,7 @@ static int pv_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
     ltx_error err = {0};
     p->kind = PV_MAIN;
     vfs_log_configure();
-    rc = vfs_primary_config_read(uri_param, (void *)zName, &c, &err);
+    rc = vfs_primary_config_read(uri_param, (void *)zName, bootstrap_restore, &c, &err);
     if (rc == LTX_OK) {
       c.db_path = zName;
       rc = primary_acquire(&c, &p->prim, &err);
@@ -431,6 +431,16 @@ static int pv_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
   p->real_open = 1;
   if (p->kind == PV_WAL && p->main) p->main->wal_open = 1;
   return SQLITE_OK;
+}
+
+static int pv_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int flags,
+                   int *pOutFlags) {
+  (void)vfs;
+  return open_file(zName, pf, flags, pOutFlags, 0);
+}
+
+int vfs_primary_open_write_mode(const char *zName, sqlite3_file *pf, int flags, int *pOutFlags) {
+  return open_file(zName, pf, flags, pOutFlags, 1);
 }
 
 static int ends_with(const char *z, const char *suffix) {

@@ -304,7 +304,7 @@ static int lt_open(sqlite3_vfs *vfs, const char *zName, sqlite3_file *pf, int fl
   sqlite3_vfs *w = write_mode_vfs();
   int rc;
   (void)vfs;
-  if (w != NULL) return w->xOpen(w, zName, pf, flags, pOutFlags);
+  if (w != NULL) return vfs_primary_open_write_mode(zName, pf, flags, pOutFlags);
   if (!(flags & SQLITE_OPEN_MAIN_DB)) {
     if (flags & SQLITE_OPEN_WAL) {
       vfs_logf(REPLICA_LOG_ERROR, "%s: WAL mode is not available on a litestream replica", zName ? zName : "?");

@@ -37,8 +37,11 @@ int vfs_config_read(vfs_param_fn uri, void *ctx, vfs_config *c, ltx_error *err);
 /* The primary VFS's settings (URI parameter, then environment, then
 ** default): replica=, sync_interval=, sync=remote, spool_max=, spool=,
 ** bootstrap=restore, lease_ttl=, lease_renew=, close_timeout=,
-** commit_timeout=. Strings point into what uri and getenv returned. */
-int vfs_primary_config_read(vfs_param_fn uri, void *ctx, primary_config *c, ltx_error *err);
+** commit_timeout=. Strings point into what uri and getenv returned.
+** bootstrap_restore is bootstrap='s default: 1 for the Go VFS's write mode,
+** where a new machine takes over a replica in one open, 0 otherwise. */
+int vfs_primary_config_read(vfs_param_fn uri, void *ctx, int bootstrap_restore, primary_config *c,
+                            ltx_error *err);
 /* The Go VFS's write mode: LITESTREAM_WRITE_ENABLED is true. Then the
 ** "litestream" VFS hands its files to "litestream-primary" on a local
 ** database (bootstrap=restore). */
@@ -48,7 +51,12 @@ int vfs_write_mode(void);
 int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err);
 /* primaryvfs.c: the "litestream-primary" VFS (registered), for delegation. */
 struct sqlite3_vfs;
+struct sqlite3_file;
 struct sqlite3_vfs *vfs_primary_vfs(void);
+/* Its xOpen for the Go VFS's write mode: bootstrap=restore by default (a
+** new machine takes over a replica in one open; a direct
+** "litestream-primary" open defaults to none, whatever the environment). */
+int vfs_primary_open_write_mode(const char *zName, struct sqlite3_file *pf, int flags, int *pOutFlags);
 /* The root directory of local images, as the VFS picks it (uri may be NULL:
 ** the environment only): cache_dir=, else LITESTREAM_CACHE_DIR, else
 ** LITESTREAM_HYDRATION_PATH + ".ltvfs", else $XDG_CACHE_HOME/ltvfs, else

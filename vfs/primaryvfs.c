@@ -473,42 +473,6 @@ static int pv_full_pathname(sqlite3_vfs *vfs, const char *zName, int nOut, char 
   (void)vfs;
   return g_base->xFullPathname(g_base, zName, nOut, zOut);
 }
-static void *pv_dlopen(sqlite3_vfs *vfs, const char *z) {
-  (void)vfs;
-  return g_base->xDlOpen(g_base, z);
-}
-static void pv_dlerror(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  g_base->xDlError(g_base, n, z);
-}
-static void (*pv_dlsym(sqlite3_vfs *vfs, void *h, const char *z))(void) {
-  (void)vfs;
-  return g_base->xDlSym(g_base, h, z);
-}
-static void pv_dlclose(sqlite3_vfs *vfs, void *h) {
-  (void)vfs;
-  g_base->xDlClose(g_base, h);
-}
-static int pv_randomness(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  return g_base->xRandomness(g_base, n, z);
-}
-static int pv_sleep(sqlite3_vfs *vfs, int us) {
-  (void)vfs;
-  return g_base->xSleep(g_base, us);
-}
-static int pv_current_time(sqlite3_vfs *vfs, double *t) {
-  (void)vfs;
-  return g_base->xCurrentTime(g_base, t);
-}
-static int pv_get_last_error(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  return g_base->xGetLastError ? g_base->xGetLastError(g_base, n, z) : 0;
-}
-static int pv_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *t) {
-  (void)vfs;
-  return g_base->xCurrentTimeInt64(g_base, t);
-}
 
 static sqlite3_vfs g_vfs = {
     .iVersion = 2,
@@ -519,15 +483,7 @@ static sqlite3_vfs g_vfs = {
     .xDelete = pv_delete,
     .xAccess = pv_access,
     .xFullPathname = pv_full_pathname,
-    .xDlOpen = pv_dlopen,
-    .xDlError = pv_dlerror,
-    .xDlSym = pv_dlsym,
-    .xDlClose = pv_dlclose,
-    .xRandomness = pv_randomness,
-    .xSleep = pv_sleep,
-    .xCurrentTime = pv_current_time,
-    .xGetLastError = pv_get_last_error,
-    .xCurrentTimeInt64 = pv_current_time_int64,
+    /* the system methods: the base's (vfs_passthru_init, at registration) */
 };
 
 static pthread_mutex_t g_register_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -542,6 +498,7 @@ int vfs_register_primary_vfs(void) {
       goto out;
     }
     g_base = base;
+    vfs_passthru_init(&g_vfs, base);
     g_vfs.szOsFile = (int)sizeof(pv_file) + base->szOsFile;
     g_vfs.mxPathname = base->mxPathname;
     primary_set_log(vfs_log);

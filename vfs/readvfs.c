@@ -378,47 +378,6 @@ static int lt_full_pathname(sqlite3_vfs *vfs, const char *zName, int nOut, char 
   return g_base->xFullPathname(g_base, zName, nOut, zOut);
 }
 
-static void *lt_dlopen(sqlite3_vfs *vfs, const char *z) {
-  (void)vfs;
-  return g_base->xDlOpen(g_base, z);
-}
-static void lt_dlerror(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  g_base->xDlError(g_base, n, z);
-}
-static void (*lt_dlsym(sqlite3_vfs *vfs, void *h, const char *z))(void) {
-  (void)vfs;
-  return g_base->xDlSym(g_base, h, z);
-}
-static void lt_dlclose(sqlite3_vfs *vfs, void *h) {
-  (void)vfs;
-  g_base->xDlClose(g_base, h);
-}
-static int lt_randomness(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  return g_base->xRandomness(g_base, n, z);
-}
-static int lt_sleep(sqlite3_vfs *vfs, int us) {
-  (void)vfs;
-  return g_base->xSleep(g_base, us);
-}
-static int lt_current_time(sqlite3_vfs *vfs, double *t) {
-  (void)vfs;
-  return g_base->xCurrentTime(g_base, t);
-}
-static int lt_get_last_error(sqlite3_vfs *vfs, int n, char *z) {
-  (void)vfs;
-  return g_base->xGetLastError ? g_base->xGetLastError(g_base, n, z) : 0;
-}
-static int lt_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *t) {
-  (void)vfs;
-  if (g_base->iVersion >= 2 && g_base->xCurrentTimeInt64)
-    return g_base->xCurrentTimeInt64(g_base, t);
-  double d;
-  int rc = g_base->xCurrentTime(g_base, &d);
-  *t = (sqlite3_int64)(d * 86400000.0);
-  return rc;
-}
 
 static sqlite3_vfs g_vfs = {
     .iVersion = 2,
@@ -429,15 +388,7 @@ static sqlite3_vfs g_vfs = {
     .xDelete = lt_delete,
     .xAccess = lt_access,
     .xFullPathname = lt_full_pathname,
-    .xDlOpen = lt_dlopen,
-    .xDlError = lt_dlerror,
-    .xDlSym = lt_dlsym,
-    .xDlClose = lt_dlclose,
-    .xRandomness = lt_randomness,
-    .xSleep = lt_sleep,
-    .xCurrentTime = lt_current_time,
-    .xGetLastError = lt_get_last_error,
-    .xCurrentTimeInt64 = lt_current_time_int64,
+    /* the system methods: the base's (vfs_passthru_init, at registration) */
 };
 
 static pthread_mutex_t g_register_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -452,6 +403,7 @@ int vfs_register_vfs(void) {
       goto out;
     }
     g_base = base;
+    vfs_passthru_init(&g_vfs, base);
     g_vfs.szOsFile = base->szOsFile > (int)sizeof(lt_file) ? base->szOsFile : (int)sizeof(lt_file);
     /* Write mode hands files to the primary VFS: room for its files too. */
     rc = vfs_register_primary_vfs();

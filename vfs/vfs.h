@@ -53,6 +53,9 @@ int vfs_write_mode_db_path(char *out, size_t cap, ltx_error *err);
 struct sqlite3_vfs;
 struct sqlite3_file;
 struct sqlite3_vfs *vfs_primary_vfs(void);
+/* passthru.c: gives vfs, which wraps base, base's system methods (dynamic
+** loading, randomness, sleep, time, last error); base goes in pAppData. */
+void vfs_passthru_init(struct sqlite3_vfs *vfs, struct sqlite3_vfs *base);
 /* Its xOpen for the Go VFS's write mode: bootstrap=restore by default (a
 ** new machine takes over a replica in one open; a direct
 ** "litestream-primary" open defaults to none, whatever the environment). */

@@ -222,6 +222,10 @@ typedef struct replica_config {
   int hydrate_alone;     /* nothing but the fill will read (ltvfs hydrate): it
                          ** runs all its workers at once; otherwise the extra
                          ** workers wait until readers have been quiet a while */
+  uint64_t open_txid;    /* the first view is at this TXID, not the latest (0);
+                         ** a local image elsewhere is refused (it never moves
+                         ** back); with poll_ms 0 the image stays there
+                         ** (ltvfs hydrate --txid) */
 } replica_config;
 
 /* What the hydrator is doing (replica_stat.hydrate_phase). */

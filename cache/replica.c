@@ -143,6 +143,16 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   }
   pthread_mutex_unlock(&r->mutex);
 
+  /* Opened at a TXID (ltvfs hydrate --txid): an image at another one is
+  ** refused, not rewritten backwards nor moved on. */
+  if (r->cfg.open_txid != 0 && r->img != NULL && r->img_meta.txid != 0 &&
+      r->img_meta.txid != r->cfg.open_txid) {
+    rc = ltx_error_set(err, LTX_ERR_ARG, "%s: the local image in %s is at TXID %016" PRIx64
+                       ", not %016" PRIx64 ": an image at a TXID is made in an empty cache "
+                       "directory (it never moves back; opening the latest moves it forward)",
+                       r->url, cache_image_path(r->img), r->img_meta.txid, r->cfg.open_txid);
+    goto out;
+  }
   /* A warm open: the local image's map at its TXID, no store request. The
   ** poller catches up at once; the hydrator checks the replica is the one
   ** cached. With the store down the replica serves what the image holds. */
@@ -166,8 +176,8 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
     ** TXID) and for the hydrator's check that the replica is still the one
     ** cached (else it publishes a fresh view). With the store down it
     ** serves the image's TXID. */
-    while ((atomic_load(&r->polls) == polls || !r->img_checked) && !r->stop &&
-           rp_mono_ms() < until) {
+    while (((r->poller_started && atomic_load(&r->polls) == polls) || !r->img_checked) &&
+           !r->stop && rp_mono_ms() < until) {
       struct timespec ts = rp_realtime_in(20);
       pthread_cond_timedwait(&r->cond, &r->mutex, &ts);
     }
@@ -183,7 +193,7 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   for (int wait_ms = 100;; wait_ms = wait_ms < 1000 ? wait_ms * 2 : 1000) {
     store_ltx_list_free(&all);
     rc = rp_list_all(r, &all, err);
-    if (rc == LTX_OK) rc = plan_view(r, &all, 0, -1, &v, err);
+    if (rc == LTX_OK) rc = plan_view(r, &all, r->cfg.open_txid, -1, &v, err);
     if (rc != STORE_ERR_EMPTY) break;
     if (rp_mono_ms() >= deadline) {
       rc = ltx_error_set(err, CACHE_ERR_TIMEOUT,

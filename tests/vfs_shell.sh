@@ -363,6 +363,32 @@ SELECT count(*) FROM t;
 SELECT json_extract(ltvfs_stats(), '\$.image_dir') LIKE '$HYD_PATH.ltvfs/%', json_extract(ltvfs_stats(), '\$.image_hits') > 0, json_extract(ltvfs_stats(), '\$.image_held') = json_extract(ltvfs_stats(), '\$.image_pages');") || true
 check "the VFS reads the image ltvfs hydrate filled (LITESTREAM_HYDRATION_PATH): rows, same dir, served from it, whole" "$out" "$main_b_count
 1|1|1"
+# `ltvfs hydrate --txid`: an image at that TXID, which a pinned open then
+# reads from (every page it reads is an image hit: nothing is read past the
+# listing and the indexes); another TXID on it is refused (an image never
+# moves back), one that does not exist names the nearest, and a hydration
+# of the latest moves the same image forward.
+PIN_CACHE=$WORK/hyd-pin
+rc=0
+out=$("$LTVFS" hydrate "$MAIN_URL" --txid 5 --cache-dir "$PIN_CACHE" 2>&1) || rc=$?
+check "ltvfs hydrate --txid 5: exit 0" "$rc" 0
+check_contains "ltvfs hydrate --txid 5: says the TXID" "$out" "at TXID 0000000000000005"
+out=$(sh_all ".open '$(uri hydpin "$MAIN_URL" txid=5 cache_dir="$PIN_CACHE")'
+$TAGG
+SELECT json_extract(ltvfs_stats(), '\$.image_hits') > 0, json_extract(ltvfs_stats(), '\$.image_misses');") || true
+check "a pinned open at 5 reads the --txid image: main@5, every page from it" "$out" "$(exp main 0000000000000005 t_agg)
+1|0"
+rc=0
+out=$("$LTVFS" hydrate "$MAIN_URL" --txid 7 --cache-dir "$PIN_CACHE" 2>&1) || rc=$?
+check "ltvfs hydrate --txid 7 on the image at 5: refused" "$rc" 1
+check_contains "ltvfs hydrate --txid 7 on the image at 5: says where it is" "$out" "is at TXID 0000000000000005, not 0000000000000007"
+rc=0
+out=$("$LTVFS" hydrate "$MAIN_URL" --txid 99 --cache-dir "$WORK/hyd-none" 2>&1) || rc=$?
+check_contains "ltvfs hydrate --txid 99: not available, names the nearest" "$out" "nearest available TXIDs are 000000000000000b below"
+rc=0
+out=$("$LTVFS" hydrate "$MAIN_URL" --cache-dir "$PIN_CACHE" -q 2>&1) || rc=$?
+check "ltvfs hydrate (latest) on the image at 5: exit 0" "$rc" 0
+check_contains "ltvfs hydrate (latest) on the image at 5: moved it forward to b" "$out" "at TXID 000000000000000b"
 rc=0
 out=$(LITESTREAM_CACHE_DIR=off "$LTVFS" hydrate "$MAIN_URL" -q 2>&1) || rc=$?
 check "ltvfs hydrate, LITESTREAM_CACHE_DIR=off: exit 1" "$rc" 1

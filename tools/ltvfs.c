@@ -108,7 +108,7 @@ static const char usage_ltx_verify[] =
     "exits 0 only when every file is valid (3 otherwise).\n";
 
 static const char usage_hydrate[] =
-    "usage: ltvfs hydrate URL [--cache-dir DIR] [--timeout SECONDS] [-q]\n"
+    "usage: ltvfs hydrate URL [--cache-dir DIR] [--txid HEX] [--timeout SECONDS] [-q]\n"
     "\n"
     "Fills the local image of the replica at URL, the cache the litestream VFS\n"
     "reads from, so an application that opens it next serves every page from\n"
@@ -117,7 +117,13 @@ static const char usage_hydrate[] =
     "is no cache to fill), else LITESTREAM_HYDRATION_PATH + \".ltvfs\", else\n"
     "$XDG_CACHE_HOME/ltvfs, else ~/.cache/ltvfs, else $TMPDIR/ltvfs-UID. Prints the\n"
     "image's directory and TXID when done; shows a progress bar on a terminal.\n"
-    "Fails after SECONDS (default 3600).\n";
+    "Fails after SECONDS (default 3600).\n"
+    "\n"
+    "  --txid HEX   the image at exactly this TXID, for applications that open\n"
+    "               ?txid=HEX (their pages are then read from disk; the open\n"
+    "               still lists the replica and reads its indexes). An image\n"
+    "               never moves back, so the cache must be empty or at HEX\n"
+    "               already; a later open of the latest moves it forward.\n";
 
 static int wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
@@ -608,12 +614,14 @@ static int cmd_ltx_verify(int argc, char **argv) {
 static int cmd_hydrate(int argc, char **argv) {
   static const struct option opts[] = {{"cache-dir", required_argument, NULL, 'c'},
                                        {"timeout", required_argument, NULL, 't'},
+                                       {"txid", required_argument, NULL, 'x'},
                                        {"quiet", no_argument, NULL, 'q'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   char root[1024];
   const char *dir = NULL;
   long timeout_s = 3600;
+  uint64_t txid = 0;
   int quiet = 0, c, status = EXIT_OK, rc;
   replica *r = NULL;
   replica_view *v = NULL;
@@ -631,6 +639,10 @@ static int cmd_hydrate(int argc, char **argv) {
       if (*end || timeout_s <= 0) return usage_error(usage_hydrate, "bad --timeout '%s'", optarg);
       break;
     }
+    case 'x':
+      if (ltx_txid_parse(optarg, &txid))
+        return usage_error(usage_hydrate, "--txid %s is not a non-zero hex TXID", optarg);
+      break;
     case 'q': quiet = 1; break;
     case 'h': return fputs(usage_hydrate, stdout), EXIT_OK;
     default: return usage_error(usage_hydrate, "%s", "");
@@ -647,9 +659,10 @@ static int cmd_hydrate(int argc, char **argv) {
     }
     dir = root;
   }
-  replica_config cfg = {.poll_ms = 1000, .cache_bytes = 8u << 20, .open_timeout_ms = 10000,
-                        .prefetch_max = 4u << 20, .cache_dir = dir, .hydrate = 1,
-                        .hydrate_alone = 1};
+  /* pinned: no poller, so the image stays at the TXID asked */
+  replica_config cfg = {.poll_ms = txid ? 0 : 1000, .cache_bytes = 8u << 20,
+                        .open_timeout_ms = 10000, .prefetch_max = 4u << 20, .cache_dir = dir,
+                        .hydrate = 1, .hydrate_alone = 1, .open_txid = txid};
   bar.enabled = !quiet && isatty(STDERR_FILENO);
   rc = replica_acquire(argv[optind], &cfg, &r, &err);
   if (rc == LTX_OK) rc = replica_latest(r, &v, &err);

@@ -69,7 +69,8 @@ static char *fmt_stats(lt_file *p) {
       "\"polls\":%llu,\"poll_errors\":%llu,\"lag\":%lld,\"pending_files\":%llu,"
       "\"last_poll_error\":\"%s\",\"hydration\":\"%s\",\"hydration_progress\":%d,"
       "\"image_txid\":\"%016llx\",\"image_pages\":%llu,\"image_held\":%llu,"
-      "\"image_hits\":%llu,\"image_bytes_written\":%llu,\"image_evicted\":%llu,"
+      "\"image_hits\":%llu,\"image_misses\":%llu,\"image_bytes_written\":%llu,"
+      "\"image_evicted\":%llu,"
       "\"image_dir\":\"%s\"}",
       (ull)(v ? replica_view_txid(v) : 0), v ? replica_view_commit(v) : 0,
       v ? replica_view_page_size(v) : 0, p->pin != NULL, (ull)s.cache.hits, (ull)s.cache.misses,
@@ -78,7 +79,8 @@ static char *fmt_stats(lt_file *p) {
       (ull)s.poll_errors, (long long)replica_lag_seconds(p->rep), (ull)s.pending_files,
       poll_error, kPhase[s.hydrate_phase < 0 || s.hydrate_phase > 4 ? 0 : s.hydrate_phase],
       replica_hydration_percent(p->rep), (ull)s.image_txid, (ull)s.image_commit,
-      (ull)s.image.held, (ull)s.image.hits, (ull)s.image.bytes_written, (ull)s.image.evicted,
+      (ull)s.image.held, (ull)s.image.hits, (ull)s.image.misses, (ull)s.image.bytes_written,
+      (ull)s.image.evicted,
       image_dir);
 }
 

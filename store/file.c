@@ -13,7 +13,7 @@
 **                  exist"), because a restore from a mistyped path must say
 **                  so instead of reporting an empty replica.
 **   read_range     open + pread; a short object is STORE_ERR_SHORT_READ.
-**   read_range_sink  read_range 256 KiB at a time, each piece told.
+**   read_range_sink  the same open, 256 KiB read and told at a time.
 **   put            write ".<name>.tmp.<pid>.<n>" in the target directory
 **                  (O_EXCL), fsync, set the mtime, rename over the key, fsync
 **                  the directory. Readers see the old or the whole new file.
@@ -327,9 +327,17 @@ static int pread_all(int fd, uint8_t *buf, size_t n, uint64_t off, size_t *got_o
   return rc;
 }
 
-static int file_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
-                           ltx_error *err) {
+/* A streamed read hands over this much at a time. */
+#define SINK_PIECE (256u << 10)
+
+/* n bytes at off of key: into buf, or (sink non-NULL, buf NULL) read a
+** piece at a time into one small buffer, each piece told as it is read.
+** One open either way; a short object is STORE_ERR_SHORT_READ, found before
+** the piece it cuts is told. */
+static int read_range_to(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                         const store_sink *sink, ltx_error *err) {
   char *path = NULL;
+  uint8_t *piece = NULL;
   int fd = -1;
   size_t got = 0;
   int rc;
@@ -342,7 +350,22 @@ static int file_read_range(store *st, const char *key, uint64_t off, uint8_t *bu
   }
   rc = open_key(file_of(st), key, &fd, &path, err);
   if (rc != LTX_OK) goto out;
-  rc = pread_all(fd, buf, n, off, &got, path, err);
+  if (sink == NULL) {
+    rc = pread_all(fd, buf, n, off, &got, path, err);
+  } else if ((piece = malloc(n < SINK_PIECE ? (n ? n : 1) : SINK_PIECE)) == NULL) {
+    rc = ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory", path);
+  } else {
+    while (got < n && rc == LTX_OK) {
+      size_t len = n - got < SINK_PIECE ? n - got : SINK_PIECE, piece_got = 0;
+      rc = pread_all(fd, piece, len, off + got, &piece_got, path, err);
+      if (rc != LTX_OK || piece_got < len) {
+        got += piece_got;
+        break;
+      }
+      sink->fn(sink->arg, got, piece, len);
+      got += len;
+    }
+  }
   if (rc == LTX_OK && got < n) {
     struct stat s;
     long long sz = fstat(fd, &s) == 0 ? (long long)s.st_size : -1;
@@ -353,28 +376,19 @@ static int file_read_range(store *st, const char *key, uint64_t off, uint8_t *bu
   }
 out:
   if (fd >= 0) close(fd);
+  free(piece);
   free(path);
   return rc;
 }
 
-/* A streamed read hands over this much at a time. */
-#define SINK_PIECE (256u << 10)
+static int file_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
+                           ltx_error *err) {
+  return read_range_to(st, key, off, buf, n, NULL, err);
+}
 
-/* read_range a piece at a time, each read into one small buffer and told;
-** a short object is found (and reported by read_range) before its last
-** piece is told. */
 static int file_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
                                 const store_sink *sink, ltx_error *err) {
-  uint8_t *piece = malloc(n < SINK_PIECE ? (n ? n : 1) : SINK_PIECE);
-  int rc = LTX_OK;
-  if (piece == NULL) return ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory", key);
-  for (size_t at = 0; at < n && rc == LTX_OK; at += SINK_PIECE) {
-    size_t len = n - at < SINK_PIECE ? n - at : SINK_PIECE;
-    rc = file_read_range(st, key, off + at, piece, len, err);
-    if (rc == LTX_OK) sink->fn(sink->arg, at, piece, len);
-  }
-  free(piece);
-  return rc;
+  return read_range_to(st, key, off, NULL, n, sink, err);
 }
 
 static int file_read_suffix(store *st, const char *key, uint8_t *buf, size_t n, size_t *nread,

@@ -378,7 +378,6 @@ static int lt_full_pathname(sqlite3_vfs *vfs, const char *zName, int nOut, char 
   return g_base->xFullPathname(g_base, zName, nOut, zOut);
 }
 
-
 static sqlite3_vfs g_vfs = {
     .iVersion = 2,
     .szOsFile = 0,       /* set at registration: the larger of ours and the base's */

@@ -110,10 +110,29 @@ void rp_note_seen(replica *r, const store_ltx_list *l) {
   }
 }
 
+/* Every level from its start: one request for a replica of less than a
+** page of files (store_list_levels_start), the levels that page left open
+** in parallel. */
 int rp_list_all(replica *r, store_ltx_list *out, ltx_error *err) {
   list_job job;
+  store_ltx_list rest = {0};
+  int open, rc = store_list_levels_start(r->st, 0, out, &open, err);
+  if (rc != LTX_OK || open > STORE_MAX_LEVEL) return rc;
   memset(&job, 0, sizeof(job));
-  return list_levels(r, &job, 0, STORE_MAX_LEVEL, out, err);
+  rc = list_levels(r, &job, open, STORE_MAX_LEVEL, &rest, err);
+  if (rc == LTX_OK && rest.n > 0) {
+    store_ltx_file *all = realloc(out->files, (out->n + rest.n) * sizeof(*all));
+    if (all == NULL) {
+      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    } else {
+      memcpy(all + out->n, rest.files, rest.n * sizeof(*all));
+      out->files = all;
+      out->n += rest.n;
+    }
+  }
+  store_ltx_list_free(&rest);
+  if (rc != LTX_OK) store_ltx_list_free(out);
+  return rc;
 }
 
 /* Adds f to the candidates, once: a newer listing's entry replaces an older

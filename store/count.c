@@ -32,6 +32,12 @@ static int c_list(store *st, const char *prefix, const char *after, store_object
   return store_list(inner_of(st), prefix, after, out, err);
 }
 
+static int c_list_page(store *st, const char *prefix, const char *after, unsigned max_keys,
+                       store_object_list *out, int *more, ltx_error *err) {
+  count(st, 1, 0);
+  return store_list_page(inner_of(st), prefix, after, max_keys, out, more, err);
+}
+
 static int c_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                         ltx_error *err) {
   int rc = store_read_range(inner_of(st), key, off, buf, n, err);
@@ -93,6 +99,7 @@ static void c_close(store *st) {
 static const store_ops counting_ops = {
     .scheme = "counting",
     .list = c_list,
+    .list_page = c_list_page,
     .read_range = c_read_range,
     .read_suffix = c_read_suffix,
     .head = c_head,

@@ -12,7 +12,11 @@
 ** the header timestamp (file mtime, or S3 metadata).
 **
 ** Because names are fixed-width lowercase hex, key order is (min, max) order,
-** so "files after (min, max)" is a plain StartAfter on the key.
+** so "files after (min, max)" is a plain StartAfter on the key. The levels'
+** prefixes share one ("000" on S3, "ltx/" in a directory), so listing every
+** level from its start begins with one page of that prefix
+** (store_list_levels_start): a small replica is listed in one request, a
+** large one continues level by level where the page stopped.
 **
 ** This file owns keys, listings and loading a file's header and index
 ** (store_load_ltx, the one index reader of the tree); store.c opens stores
@@ -56,6 +60,40 @@ static int cmp_ltx_file(const void *pa, const void *pb) {
   return 0;
 }
 
+/* Appends o, an object of a listing under level's prefix (prefix_len
+** bytes), to out (whose capacity is *cap) when it is an LTX file of that
+** level named after (after_min, after_max) (0/0: any). */
+static int add_listed(const store_object *o, size_t prefix_len, int level, uint64_t after_min,
+                      uint64_t after_max, store_ltx_list *out, size_t *cap, ltx_error *err) {
+  const char *name = o->key + prefix_len;
+  int has_after = after_min != 0 || after_max != 0;
+  store_ltx_file f;
+
+  /* (1) only direct children of the level, (2) only LTX names, (3) only
+  ** names a valid file can have (docs/ltx-format.md: min != 0, max >= min) */
+  if (strchr(name, '/') != NULL) return LTX_OK;
+  if (ltx_file_name_parse(name, &f.min_txid, &f.max_txid) != 0) return LTX_OK;
+  if (f.min_txid == 0 || f.max_txid < f.min_txid) return LTX_OK;
+  /* The backend filtered by key already; repeat it on the numbers in case
+  ** a name parsed that does not sort like ltx_file_name's (upper case). */
+  if (has_after &&
+      (f.min_txid < after_min || (f.min_txid == after_min && f.max_txid <= after_max)))
+    return LTX_OK;
+  f.level = level;
+  f.size = o->size;
+  f.timestamp_ms = o->mtime_ms;
+  if (out->n == *cap) {
+    size_t new_cap = *cap ? *cap * 2 : 64;
+    store_ltx_file *grown = realloc(out->files, new_cap * sizeof(*grown));
+    if (grown == NULL)
+      return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory listing level %d", level);
+    out->files = grown;
+    *cap = new_cap;
+  }
+  out->files[out->n++] = f;
+  return LTX_OK;
+}
+
 /* Appends the LTX files of one level to out (whose capacity is *cap). */
 static int list_level_into(store *st, int level, uint64_t after_min, uint64_t after_max,
                            store_ltx_list *out, size_t *cap, ltx_error *err) {
@@ -63,7 +101,6 @@ static int list_level_into(store *st, int level, uint64_t after_min, uint64_t af
   char prefix[32], after_key[128];
   const char *after = NULL;
   size_t prefix_len, start = out->n;
-  int has_after = after_min != 0 || after_max != 0;
   int rc;
 
   if (level < 0 || level > STORE_MAX_LEVEL) {
@@ -72,42 +109,14 @@ static int list_level_into(store *st, int level, uint64_t after_min, uint64_t af
   }
   store_level_prefix(st, level, prefix, sizeof(prefix));
   prefix_len = strlen(prefix);
-  if (has_after)
+  if (after_min != 0 || after_max != 0)
     after = store_ltx_key(st, level, after_min, after_max, after_key, sizeof(after_key));
   rc = store_list(st, prefix, after, &objs, err);
-  if (rc != LTX_OK) goto out;
-
-  for (size_t i = 0; i < objs.n; i++) {
-    const store_object *o = &objs.items[i];
-    const char *name = o->key + prefix_len;
-    store_ltx_file f;
-
-    /* (1) only direct children of the level, (2) only LTX names, (3) only
-    ** names a valid file can have (docs/ltx-format.md: min != 0, max >= min) */
-    if (strncmp(o->key, prefix, prefix_len) != 0 || strchr(name, '/') != NULL) continue;
-    if (ltx_file_name_parse(name, &f.min_txid, &f.max_txid) != 0) continue;
-    if (f.min_txid == 0 || f.max_txid < f.min_txid) continue;
-    /* The backend filtered by key already; repeat it on the numbers in case
-    ** a name parsed that does not sort like ltx_file_name's (upper case). */
-    if (has_after &&
-        (f.min_txid < after_min || (f.min_txid == after_min && f.max_txid <= after_max)))
-      continue;
-    f.level = level;
-    f.size = o->size;
-    f.timestamp_ms = o->mtime_ms;
-    if (out->n == *cap) {
-      size_t new_cap = *cap ? *cap * 2 : 64;
-      store_ltx_file *grown = realloc(out->files, new_cap * sizeof(*grown));
-      if (grown == NULL) {
-        rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory listing level %d", level);
-        goto out;
-      }
-      out->files = grown;
-      *cap = new_cap;
-    }
-    out->files[out->n++] = f;
+  for (size_t i = 0; i < objs.n && rc == LTX_OK; i++) {
+    if (strncmp(objs.items[i].key, prefix, prefix_len) != 0) continue;
+    rc = add_listed(&objs.items[i], prefix_len, level, after_min, after_max, out, cap, err);
   }
-  if (out->n - start > 1) {
+  if (rc == LTX_OK && out->n - start > 1) {
     qsort(out->files + start, out->n - start, sizeof(out->files[0]), cmp_ltx_file);
   }
 out:
@@ -127,13 +136,60 @@ int store_list_level(store *st, int level, uint64_t after_min_txid, uint64_t aft
   return rc;
 }
 
-int store_list_all(store *st, store_ltx_list *out, ltx_error *err) {
-  size_t cap = 0;
-  int rc = LTX_OK;
+int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, int *open,
+                            ltx_error *err) {
+  char prefix[STORE_MAX_LEVEL + 1][32], common[32];
+  size_t len[STORE_MAX_LEVEL + 1], common_len = 0, cap = 0;
+  store_object_list objs = {0};
+  const char *last = NULL;
+  int more = 0, rc;
 
   out->files = NULL;
   out->n = 0;
-  for (int level = 0; level <= STORE_MAX_LEVEL && rc == LTX_OK; level++) {
+  *open = 0;
+  for (int l = 0; l <= STORE_MAX_LEVEL; l++) {
+    store_level_prefix(st, l, prefix[l], sizeof(prefix[l]));
+    len[l] = strlen(prefix[l]);
+  }
+  while (prefix[0][common_len] && prefix[0][common_len] == prefix[STORE_MAX_LEVEL][common_len])
+    common_len++;
+  memcpy(common, prefix[0], common_len);
+  common[common_len] = '\0';
+  rc = store_list_page(st, common, NULL, page_keys, &objs, &more, err);
+  if (rc != LTX_OK) goto out;
+  /* A page that did not reach the end stops at its greatest key: a level
+  ** whose keys all sort before it is whole; the first level with keys
+  ** that may sort after it (those under that key's own level, or a level
+  ** the page did not reach) and every level after it are left open. */
+  *open = STORE_MAX_LEVEL + 1;
+  if (more) {
+    for (size_t i = 0; i < objs.n; i++)
+      if (last == NULL || strcmp(objs.items[i].key, last) > 0) last = objs.items[i].key;
+    *open = 0;
+    while (last != NULL && *open <= STORE_MAX_LEVEL &&
+           strncmp(last, prefix[*open], len[*open]) != 0 && strcmp(last, prefix[*open]) > 0)
+      (*open)++;
+  }
+  for (size_t i = 0; i < objs.n && rc == LTX_OK; i++) {
+    for (int l = 0; l < *open; l++) {
+      if (strncmp(objs.items[i].key, prefix[l], len[l]) != 0) continue;
+      rc = add_listed(&objs.items[i], len[l], l, 0, 0, out, &cap, err);
+      break;
+    }
+  }
+  if (rc == LTX_OK && out->n > 1) qsort(out->files, out->n, sizeof(out->files[0]), cmp_ltx_file);
+out:
+  store_object_list_free(&objs);
+  if (rc != LTX_OK) store_ltx_list_free(out);
+  return rc;
+}
+
+int store_list_all(store *st, store_ltx_list *out, ltx_error *err) {
+  size_t cap;
+  int open, rc = store_list_levels_start(st, 0, out, &open, err);
+
+  cap = out->n;
+  for (int level = open; level <= STORE_MAX_LEVEL && rc == LTX_OK; level++) {
     rc = list_level_into(st, level, 0, 0, out, &cap, err);
   }
   if (rc != LTX_OK) store_ltx_list_free(out);

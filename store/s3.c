@@ -110,10 +110,13 @@ static int cmp_object_key(const void *a, const void *b) {
   return strcmp(((const store_object *)a)->key, ((const store_object *)b)->key);
 }
 
-static int s3_list(store *st, const char *prefix, const char *after, store_object_list *out,
-                   ltx_error *err) {
+/* The objects under prefix after `after`: every page (pages 0), or the
+** first page of up to max_keys objects (0: the server's page, 1000 on S3),
+** *more saying whether the listing went on. */
+static int list_pages(store *st, const char *prefix, const char *after, int pages,
+                      unsigned max_keys, store_object_list *out, int *more, ltx_error *err) {
   s3_store *p = s3_of(st);
-  char *full_prefix = NULL, *full_after = NULL, *token = NULL, *query = NULL;
+  char *full_prefix = NULL, *full_after = NULL, *token = NULL, *query = NULL, keys[16];
   store_object *objs = NULL;
   size_t n_objs = 0, cap = 0, root_len = strlen(p->cfg.path) + (p->cfg.path[0] ? 1 : 0);
   s3_req r;
@@ -129,14 +132,16 @@ static int s3_list(store *st, const char *prefix, const char *after, store_objec
     full_after = s3_dup_printf("%s%s%s", p->cfg.path, p->cfg.path[0] ? "/" : "", after);
   if (full_prefix == NULL || (after != NULL && full_after == NULL)) goto nomem;
 
+  snprintf(keys, sizeof(keys), "%u", max_keys);
+  *more = 0;
   for (;;) {
     const char *pairs[] = {
-        "list-type",          "2",           "prefix",
-        full_prefix,          "start-after", token ? NULL : full_after,
-        "continuation-token", token,
+        "list-type",          "2",           "prefix",   full_prefix,
+        "start-after",        token ? NULL : full_after,
+        "continuation-token", token,         "max-keys", max_keys ? keys : NULL,
     };
     free(query);
-    query = s3_make_query(pairs, 4);
+    query = s3_make_query(pairs, 5);
     if (query == NULL) goto nomem;
     s3_req_free(&r);
     rc = s3_req_init(p, &r, REQ_LIST, NULL, query, err);
@@ -171,6 +176,10 @@ static int s3_list(store *st, const char *prefix, const char *after, store_objec
       n_objs++;
     }
     if (!page.truncated) break;
+    if (pages == 1) {
+      *more = 1;
+      break;
+    }
     if (page.next_token == NULL || page.next_token[0] == '\0' ||
         (token != NULL && strcmp(token, page.next_token) == 0)) {
       /* without a new token the next page would be this one again */
@@ -204,6 +213,17 @@ out:
   free(token);
   free(query);
   return rc;
+}
+
+static int s3_list(store *st, const char *prefix, const char *after, store_object_list *out,
+                   ltx_error *err) {
+  int more;
+  return list_pages(st, prefix, after, 0, 0, out, &more, err);
+}
+
+static int s3_list_page(store *st, const char *prefix, const char *after, unsigned max_keys,
+                        store_object_list *out, int *more, ltx_error *err) {
+  return list_pages(st, prefix, after, 1, max_keys, out, more, err);
 }
 
 static int range_request(s3_store *p, s3_req *r, const char *key, uint64_t off, uint8_t *buf,
@@ -631,6 +651,7 @@ static void s3_interrupt(store *st) { atomic_store(&s3_of(st)->interrupted, 1); 
 static const store_ops s3_ops = {
     .scheme = "s3",
     .list = s3_list,
+    .list_page = s3_list_page,
     .read_range = s3_read_range,
     .read_suffix = s3_read_suffix,
     .head = s3_head,

@@ -213,6 +213,13 @@ int store_list(store *st, const char *prefix, const char *after, store_object_li
   return st->ops->list(st, prefix, after, out, err);
 }
 
+int store_list_page(store *st, const char *prefix, const char *after, unsigned max_keys,
+                    store_object_list *out, int *more, ltx_error *err) {
+  *more = 0;
+  if (st->ops->list_page) return st->ops->list_page(st, prefix, after, max_keys, out, more, err);
+  return st->ops->list(st, prefix, after, out, err);
+}
+
 int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                      ltx_error *err) {
   return st->ops->read_range(st, key, off, buf, n, err);

@@ -136,6 +136,13 @@ typedef struct store_ops {
   ** whole. */
   int (*read_range_sink)(store *st, const char *key, uint64_t off, size_t n,
                          const store_sink *sink, ltx_error *err);
+  /* Optional (NULL: list answers in one go, as a local directory walk
+  ** does). One request of list: the first objects (up to max_keys; 0: as
+  ** many as the server gives in one answer) whose key starts with prefix,
+  ** sorted by key, keys > after only when after is non-NULL; *more says
+  ** whether more keys follow. */
+  int (*list_page)(store *st, const char *prefix, const char *after, unsigned max_keys,
+                   store_object_list *out, int *more, ltx_error *err);
   /* Optional (NULL: calls are short anyway). Makes calls in flight give up
   ** soon (within about 200 ms) and later calls fail at once; for closing. */
   void (*interrupt)(store *st);
@@ -170,6 +177,10 @@ int store_counting_wrap(store *inner, store_counters *c, store **out, ltx_error 
 /* Convenience wrappers over st->ops. */
 int store_list(store *st, const char *prefix, const char *after, store_object_list *out,
                ltx_error *err);
+/* One request's page of store_list (ops.list_page): *more when it did not
+** reach the end. A store that lists in one go answers it all, *more 0. */
+int store_list_page(store *st, const char *prefix, const char *after, unsigned max_keys,
+                    store_object_list *out, int *more, ltx_error *err);
 int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                      ltx_error *err);
 /* store_read_range with the bytes handed to sink as they arrive: a
@@ -241,6 +252,14 @@ int store_list_level(store *st, int level, uint64_t after_min_txid, uint64_t aft
                      store_ltx_list *out, ltx_error *err);
 /* All levels 0..9, appended into one list (level, then min TXID). */
 int store_list_all(store *st, store_ltx_list *out, ltx_error *err);
+/* The start of store_list_all in one request: a page (up to page_keys
+** objects; 0: the store's page) of the levels' common prefix ("000" on S3,
+** "ltx/" in a directory). Levels 0..*open-1 are in out, whole; levels
+** *open..9 (none when *open is 10) are the caller's to list, level by level
+** (store_list_level): the page ended inside or before them. A replica of
+** fewer than a page of files is listed in one request instead of ten. */
+int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, int *open,
+                            ltx_error *err);
 
 /* Loading one LTX file for random access: its header and page index, or
 ** (small files) the whole file, verified.

@@ -681,6 +681,74 @@ START_TEST(test_s3_list_5000_pages_with_start_after) {
 }
 END_TEST
 
+/* store_list_levels_start: one page of the levels' common prefix. Files on
+** levels 0, 1, 3 and 9 among keys that are no LTX file (inside a level,
+** beside the levels, past them); for every page size the start plus the
+** open levels listed one by one is the whole listing, the page's levels
+** are whole, and a page that covers everything is one request and leaves
+** nothing open. */
+START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
+  static const char *azKey[] = {
+      "0000/0000000000000005-0000000000000005.ltx", "0000/0000000000000006-0000000000000006.ltx",
+      "0001/0000000000000001-0000000000000004.ltx", "0001/notes.txt",
+      "0003/0000000000000001-0000000000000006.ltx", "0003/0000000000000007-0000000000000007.ltx",
+      "0005x",                                      "0009/0000000000000001-0000000000000006.ltx",
+      "000a/0000000000000001-0000000000000001.ltx", "000z",
+  };
+  const size_t nKey = sizeof(azKey) / sizeof(azKey[0]);
+  store_counters c = {0};
+  store *st = NULL;
+  ltx_error err = {0};
+  store_ltx_list want = {0}, got = {0}, l = {0};
+  int open = -1;
+
+  st = open_at("lv", 0, NULL);
+  for (size_t i = 0; i < nKey; i++) put_ok(st, azKey[i], "x", 1);
+  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) { /* the truth: level by level */
+    CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
+    want.files = realloc(want.files, (want.n + l.n + 1) * sizeof(*want.files));
+    memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
+    want.n += l.n;
+    store_ltx_list_free(&l);
+  }
+  ck_assert_uint_eq(want.n, 6);
+  CK_OK(store_counting_wrap(st, &c, &st, &err));
+
+  CK_OK(store_list_levels_start(st, 0, &got, &open, &err));
+  ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
+  ck_assert_uint_eq(atomic_load(&c.requests), 1);
+  ck_assert_uint_eq(got.n, want.n);
+  ck_assert_int_eq(memcmp(got.files, want.files, want.n * sizeof(*want.files)), 0);
+  store_ltx_list_free(&got);
+
+  /* a page of k keys ends at azKey[k-1]: the levels before that key's own
+  ** are whole, the rest open */
+  static const int aOpen[] = {0, 0, 1, 1, 3, 3, 6, 9, 10, 10};
+  for (size_t k = 1; k <= nKey; k++) {
+    CK_OK(store_list_levels_start(st, (unsigned)k, &got, &open, &err));
+    ck_assert_msg(open == aOpen[k - 1] || (k == nKey && open == STORE_MAX_LEVEL + 1),
+                  "page of %zu keys: open %d, want %d", k, open, aOpen[k - 1]);
+    for (size_t i = 0; i < got.n; i++) ck_assert_int_lt(got.files[i].level, open);
+    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) {
+      CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
+      got.files = realloc(got.files, (got.n + l.n + 1) * sizeof(*got.files));
+      memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
+      got.n += l.n;
+      store_ltx_list_free(&l);
+    }
+    ck_assert_msg(got.n == want.n && memcmp(got.files, want.files, want.n * sizeof(*want.files)) == 0,
+                  "page of %zu keys: %zu files, want %zu", k, got.n, want.n);
+    store_ltx_list_free(&got);
+  }
+  CK_OK(store_list_all(st, &got, &err));
+  ck_assert_uint_eq(got.n, want.n);
+  ck_assert_int_eq(memcmp(got.files, want.files, want.n * sizeof(*want.files)), 0);
+  store_ltx_list_free(&got);
+  store_ltx_list_free(&want);
+  store_close(st);
+}
+END_TEST
+
 #define N_DEL 2001
 
 static void spread_key(int i, char *zKey, size_t n) { snprintf(zKey, n, "%04d/k.ltx", i); }
@@ -1728,6 +1796,7 @@ static Suite *s3_suite(void) {
   tcase_add_test(tc, test_s3_sign_payload_and_session_token_verify);
   tcase_add_test(tc, test_s3_litestream_credential_aliases_win);
   tcase_add_test(tc, test_s3_list_5000_pages_with_start_after);
+  tcase_add_test(tc, test_s3_list_levels_start_pages_and_leaves_levels_open);
   tcase_add_test(tc, test_s3_delete_2001_in_batches_of_1000);
   tcase_add_test(tc, test_s3_conditional_puts);
   tcase_add_test(tc, test_s3_racing_if_absent_puts_have_one_winner);

@@ -768,6 +768,16 @@ START_TEST(test_list_level_skips_non_ltx_names_and_sorts) {
   ck_assert_int_eq(l.files[3].level, 9);
   ck_assert_uint_eq(l.files[3].max_txid, 0x30);
   store_ltx_list_free(&l);
+  /* a directory is walked in one go: every level, nothing left open */
+  {
+    int open = -1;
+    ck_assert_int_eq(store_list_levels_start(st, 2, &l, &open, &err), LTX_OK);
+    ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
+    ck_assert_uint_eq(l.n, 4);
+    ck_assert_uint_eq(l.files[0].min_txid, 0x01);
+    ck_assert_int_eq(l.files[3].level, 9);
+    store_ltx_list_free(&l);
+  }
 
   /* the S3 layout lists "0009/" instead */
   put_ok(st, "0009/0000000000000001-0000000000000031.ltx", "s", 5000);

@@ -59,10 +59,10 @@
 
 #define APPLY_RANGE_BYTES (8u << 20) /* one request of a file being applied */
 #define FILL_RUN_BYTES (8u << 20)    /* one request of the fill */
-#define FILL_PARALLEL 6              /* fill workers: requests in flight */
+#define FILL_PARALLEL 8              /* fill workers: requests in flight (as the limit's raw GET) */
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
 #define FILL_STAGE_BYTES (256u << 10) /* a fill worker's bytes of frames cut short */
-#define FILL_SYNC_STEP_BYTES (16u << 20) /* written this much: the flusher syncs */
+#define FILL_SYNC_STEP_BYTES (4u << 20) /* written this much: the flusher syncs */
 #define REBASE_MARK 100              /* meta.applying.level of a rebase */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
 #define READERS_QUIET_MS 200         /* readers were busy this recently: one fill worker */
@@ -705,8 +705,10 @@ out:
 ** while the workers download (a worker that synced would hold its
 ** connection still for the flush: ~80 ms per step here). Once the last
 ** runs are handed out it syncs whatever is written, so that the sync at
-** the end of the pass finds next to nothing left (it took 40-100 ms here
-** after 16 MiB steps). */
+** the end of the pass finds little left. Steps of 4 MiB left 40-60 ms of
+** sync after the last byte here, 16 MiB steps 60-100 ms (an fdatasync of
+** this VM's disk costs 20-50 ms whatever its size, so smaller steps only
+** add syncs). */
 static void *fill_flusher(void *arg) {
   fill_job *j = arg;
   while (!atomic_load(&j->workers_done)) {

@@ -960,6 +960,17 @@ for x in (a, b):
 print('same' if a == b else 'differ: %d and %d bytes' % (len(a), len(b)))
 PY
 )" same
+  # A run that fails past the store's retries (two attempts, three cuts):
+  # `ltvfs hydrate` says so on stderr as it happens (it used to wait in
+  # silence), the hydrator tries again and finishes.
+  s3_fault truncate n=3 method=GET minsize=1000000 >/dev/null
+  out=$("$LTVFS" hydrate "s3://$S3_BUCKET/big?endpoint=$S3_PROXY_ENDPOINT&retry-base-ms=20&max-attempts=2" \
+    --cache-dir "$WORK/hydrate-warn" --timeout 60 -q 2>&1) && rc=0 || rc=$?
+  s3_fault none >/dev/null
+  check "ltvfs hydrate, a run failing past the retries: exit 0" "$rc" 0
+  check_contains "ltvfs hydrate, a run failing past the retries: a warning on stderr naming the image" \
+    "$out" "ltvfs: warning: s3://$S3_BUCKET/big"
+  check_contains "ltvfs hydrate, a run failing past the retries: and that it retries" "$out" "(retrying)"
   s3_fault 503 -1 >/dev/null
   inj0=$(fault_injected)
   t1=$(now_ms)

@@ -20,9 +20,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,7 +63,9 @@ static const char usage_main[] =
     "s3://BUCKET/PATH[?endpoint=http://HOST:PORT&region=R&force-path-style=true]\n"
     "(PATH/<level %04x>/<min>-<max>.ltx; credentials from AWS_ACCESS_KEY_ID,\n"
     "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION).\n"
-    "Run `ltvfs COMMAND --help` for a command's options.\n"
+    "Run `ltvfs COMMAND --help` for a command's options. Warnings from background\n"
+    "work (a store failing while hydrate fills) go to stderr as they happen;\n"
+    "LITESTREAM_LOG_LEVEL=debug|info|warn|error sets how much.\n"
     "\n"
     "Exit codes: 0 success; 1 failure (I/O, missing replica, bad URL); 2 usage error;\n"
     "3 invalid data (corrupt LTX file); 4 not available (empty replica, TXID or time\n"
@@ -155,6 +159,28 @@ static int exit_code_for(int code) {
 static int report(const ltx_error *err) {
   fprintf(stderr, "%s: %s\n", g_prog, err->msg[0] ? err->msg : ltx_err_name(err->code));
   return exit_code_for(err->code);
+}
+
+/* The library's messages from its background threads (a store that fails
+** while the hydrator fills, a disk that filled up) go to stderr, so that a
+** long `ltvfs hydrate` does not wait in silence; warnings and errors by
+** default, LITESTREAM_LOG_LEVEL (debug, info, warn, error) as for the VFS. */
+static atomic_int g_log_level = REPLICA_LOG_WARN;
+
+static void log_to_stderr(int level, const char *msg) {
+  static const char *const kName[] = {"debug", "info", "warning", "error"};
+  if (level < atomic_load(&g_log_level) || level < REPLICA_LOG_DEBUG || level > REPLICA_LOG_ERROR)
+    return;
+  fprintf(stderr, "%s: %s: %s\n", g_prog, kName[level], msg);
+}
+
+static void log_configure(void) {
+  static const char *const kLevel[] = {"debug", "info", "warn", "error"};
+  const char *v = getenv("LITESTREAM_LOG_LEVEL");
+  for (int i = REPLICA_LOG_DEBUG; v && i <= REPLICA_LOG_ERROR; i++)
+    if (strcasecmp(v, kLevel[i]) == 0 || (i == REPLICA_LOG_WARN && strcasecmp(v, "warning") == 0))
+      atomic_store(&g_log_level, i);
+  replica_set_log(log_to_stderr);
 }
 
 static const char *human_size(uint64_t n, char *buf, size_t cap) {
@@ -752,5 +778,6 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "--version")) return printf("ltvfs %s\n", PACKAGE_VERSION), EXIT_OK;
   c = find_command(kCommands, sizeof(kCommands) / sizeof(kCommands[0]), argv[1]);
   if (c == NULL) return usage_error(usage_main, "unknown command '%s'", argv[1]);
+  log_configure();
   return c->run(argc - 1, argv + 1);
 }

@@ -681,6 +681,19 @@ START_TEST(test_s3_list_5000_pages_with_start_after) {
 }
 END_TEST
 
+/* Whether two listings name the same files, field by field (the structs
+** have padding, which memcmp would compare). */
+static int same_files(const store_ltx_list *a, const store_ltx_list *b) {
+  if (a->n != b->n) return 0;
+  for (size_t i = 0; i < a->n; i++) {
+    const store_ltx_file *x = &a->files[i], *y = &b->files[i];
+    if (x->level != y->level || x->min_txid != y->min_txid || x->max_txid != y->max_txid ||
+        x->size != y->size || x->timestamp_ms != y->timestamp_ms)
+      return 0;
+  }
+  return 1;
+}
+
 /* store_list_levels_start: one page of the levels' common prefix. Files on
 ** levels 0, 1, 3 and 9 among keys that are no LTX file (inside a level,
 ** beside the levels, past them); for every page size the start plus the
@@ -707,7 +720,7 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) { /* the truth: level by level */
     CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
     want.files = realloc(want.files, (want.n + l.n + 1) * sizeof(*want.files));
-    memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
+    if (l.n > 0) memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
     want.n += l.n;
     store_ltx_list_free(&l);
   }
@@ -717,8 +730,7 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   CK_OK(store_list_levels_start(st, 0, &got, &open, &err));
   ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
   ck_assert_uint_eq(atomic_load(&c.requests), 1);
-  ck_assert_uint_eq(got.n, want.n);
-  ck_assert_int_eq(memcmp(got.files, want.files, want.n * sizeof(*want.files)), 0);
+  ck_assert(same_files(&got, &want));
   store_ltx_list_free(&got);
 
   /* a page of k keys ends at azKey[k-1]: the levels before that key's own
@@ -732,17 +744,16 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
     for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) {
       CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
       got.files = realloc(got.files, (got.n + l.n + 1) * sizeof(*got.files));
-      memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
+      if (l.n > 0) memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
       got.n += l.n;
       store_ltx_list_free(&l);
     }
-    ck_assert_msg(got.n == want.n && memcmp(got.files, want.files, want.n * sizeof(*want.files)) == 0,
+    ck_assert_msg(same_files(&got, &want),
                   "page of %zu keys: %zu files, want %zu", k, got.n, want.n);
     store_ltx_list_free(&got);
   }
   CK_OK(store_list_all(st, &got, &err));
-  ck_assert_uint_eq(got.n, want.n);
-  ck_assert_int_eq(memcmp(got.files, want.files, want.n * sizeof(*want.files)), 0);
+  ck_assert(same_files(&got, &want));
   store_ltx_list_free(&got);
   store_ltx_list_free(&want);
   store_close(st);

@@ -86,9 +86,9 @@ static int list_levels(replica *r, list_job *job, int first_level, int last_leve
     total += job->lists[l].n;
   }
   if (rc == LTX_OK) {
-    out->files = malloc((total ? total : 1) * sizeof(*out->files));
-    out->n = 0;
-    if (out->files == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    store_ltx_file *all = realloc(out->files, (out->n + total + 1) * sizeof(*out->files));
+    if (all == NULL) rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+    else out->files = all;
     for (int l = first_level; l <= last_level && rc == LTX_OK; l++) {
       if (job->lists[l].n == 0) continue;
       memcpy(out->files + out->n, job->lists[l].files, job->lists[l].n * sizeof(*out->files));
@@ -115,22 +115,10 @@ void rp_note_seen(replica *r, const store_ltx_list *l) {
 ** in parallel. */
 int rp_list_all(replica *r, store_ltx_list *out, ltx_error *err) {
   list_job job;
-  store_ltx_list rest = {0};
   int open, rc = store_list_levels_start(r->st, 0, out, &open, err);
   if (rc != LTX_OK || open > STORE_MAX_LEVEL) return rc;
   memset(&job, 0, sizeof(job));
-  rc = list_levels(r, &job, open, STORE_MAX_LEVEL, &rest, err);
-  if (rc == LTX_OK && rest.n > 0) {
-    store_ltx_file *all = realloc(out->files, (out->n + rest.n) * sizeof(*all));
-    if (all == NULL) {
-      rc = ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
-    } else {
-      memcpy(all + out->n, rest.files, rest.n * sizeof(*all));
-      out->files = all;
-      out->n += rest.n;
-    }
-  }
-  store_ltx_list_free(&rest);
+  rc = list_levels(r, &job, open, STORE_MAX_LEVEL, out, err);
   if (rc != LTX_OK) store_ltx_list_free(out);
   return rc;
 }

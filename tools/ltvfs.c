@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -175,11 +174,7 @@ static void log_to_stderr(int level, const char *msg) {
 }
 
 static void log_configure(void) {
-  static const char *const kLevel[] = {"debug", "info", "warn", "error"};
-  const char *v = getenv("LITESTREAM_LOG_LEVEL");
-  for (int i = REPLICA_LOG_DEBUG; v && i <= REPLICA_LOG_ERROR; i++)
-    if (strcasecmp(v, kLevel[i]) == 0 || (i == REPLICA_LOG_WARN && strcasecmp(v, "warning") == 0))
-      atomic_store(&g_log_level, i);
+  atomic_store(&g_log_level, vfs_log_level_env());
   replica_set_log(log_to_stderr);
 }
 

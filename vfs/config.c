@@ -24,6 +24,16 @@
 #define DEFAULT_OPEN_TIMEOUT_MS 10000
 #define DEFAULT_PREFETCH_MAX (4u << 20)
 
+int vfs_log_level_env(void) {
+  static const char *const kLevel[] = {"debug", "info", "warn", "error"};
+  const char *v = getenv("LITESTREAM_LOG_LEVEL");
+  int level = REPLICA_LOG_WARN;
+  for (int i = REPLICA_LOG_DEBUG; v && i <= REPLICA_LOG_ERROR; i++)
+    if (strcasecmp(v, kLevel[i]) == 0 || (i == REPLICA_LOG_WARN && strcasecmp(v, "warning") == 0))
+      level = i;
+  return level;
+}
+
 /* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
 long vfs_parse_duration_ms(const char *z) {
   char *end = NULL;

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,15 +45,9 @@ static int same_file_at(int fd, const char *path) {
 }
 
 void vfs_log_configure(void) {
-  const char *lvl = getenv("LITESTREAM_LOG_LEVEL");
   const char *path = getenv("LITESTREAM_LOG_FILE");
-  int level = REPLICA_LOG_WARN, fd = -1, keep;
-  if (lvl) {
-    for (int i = REPLICA_LOG_DEBUG; i <= REPLICA_LOG_ERROR; i++)
-      if (strcasecmp(lvl, kLevelName[i]) == 0 || (i == REPLICA_LOG_WARN && strcasecmp(lvl, "warning") == 0))
-        level = i;
-  }
-  atomic_store(&g_log_level, level);
+  int fd = -1, keep;
+  atomic_store(&g_log_level, vfs_log_level_env());
   if (path == NULL) path = "";
   pthread_mutex_lock(&g_log_mutex);
   keep = strcmp(path, g_log_path) == 0 &&

@@ -67,6 +67,10 @@ int vfs_primary_open_write_mode(const char *zName, struct sqlite3_file *pf, int 
 ** ("off", "none", "0" or empty). The CLI calls it too, so `ltvfs hydrate`
 ** fills the very cache the VFS will read. */
 int vfs_cache_root(vfs_param_fn uri, void *ctx, char *out, size_t cap, ltx_error *err);
+/* LITESTREAM_LOG_LEVEL as a REPLICA_LOG_* level: debug, info, warn (or
+** warning), error, any case; REPLICA_LOG_WARN when unset or unknown. The VFS's
+** log and the CLI's both read it here. */
+int vfs_log_level_env(void);
 /* "250", "250ms", "1s", "1.5s", "2m", "1h" -> ms; -1 if malformed. */
 long vfs_parse_duration_ms(const char *z);
 /* "33554432", "64K", "32M", "1G" (also KB/MB/GB, KiB/MiB/GiB) -> bytes; -1

@@ -694,13 +694,24 @@ static int cmd_hydrate(int argc, char **argv) {
                        argv[optind], dir);
     goto out;
   }
+  /* A warm image opens at its own TXID and the poller moves it on later:
+  ** the image is hydrated once it holds what the store has now, listed
+  ** here (the image being whole at its old TXID is not enough). */
+  uint64_t want = txid;
+  if (want == 0) {
+    replica_view *newest = NULL;
+    rc = replica_view_at(r, 0, INT64_MAX, &newest, &err);
+    if (rc != LTX_OK) goto out;
+    want = replica_view_txid(newest);
+    replica_view_release(newest);
+  }
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
     replica_stats(r, &st);
     uint64_t pages = st.image_commit ? st.image_commit : replica_view_commit(v);
     progress_draw(&bar, st.image.held < pages ? st.image.held : pages, pages);
-    if (st.hydrate_phase == REPLICA_HYDRATE_DONE) break;
+    if (st.hydrate_phase == REPLICA_HYDRATE_DONE && st.image_txid >= want) break;
     if (st.image.disabled) {
       rc = ltx_error_set(&err, CACHE_ERR_IO, "the local image stopped growing (disk full?) at "
                          "%" PRIu64 " of %" PRIu64 " pages", st.image.held, pages);

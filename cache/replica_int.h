@@ -7,6 +7,8 @@
 **   files.c    the registry of LTX files whose header and index are loaded
 **   view.c     views and their copy-on-write page maps
 **   poll.c     listing and the poller thread
+**   hydrate.c  the local image's hydrator thread: rebase, apply, warm open
+**   fill.c     filling the image: runs, workers, the flusher
 **
 ** Locks: r->mutex guards the mutable fields of struct replica (latest,
 ** registry, inflight, seen, pending, held, the poll error, the thread
@@ -235,6 +237,25 @@ void rp_image_published(replica *r, replica_view *view, rp_file **files, size_t 
 void rp_image_close(replica *r);
 /* Ends a background thread: the last one of an orphaned replica frees it. */
 void rp_thread_exit(replica *r);
+
+/* ---- fill.c ---- */
+/* Where a fill pass is: file index in v->files and position in its index. A
+** pass walks every file of the view once; file by file, so that a run is a
+** stretch of one file, whatever the page numbers. run_target and file_cap
+** size its runs; 0 until computed. */
+typedef struct fill_cursor {
+  size_t file;
+  uint32_t pos;
+  uint64_t run_target;  /* bytes a run should take, for the whole pass */
+  uint64_t file_cap;    /* bytes a run of the current file takes at most */
+} fill_cursor;
+
+#define FILL_CURSOR_START ((fill_cursor){0, 0, 0, 0})
+
+/* Fills v's map from *cur on, with FILL_PARALLEL workers (this thread one
+** of them), until the pass is over, the hydrator is needed elsewhere or a
+** fetch fails. *found: some run was taken. */
+int rp_fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err);
 
 /* ---- poll.c ---- */
 typedef struct list_job list_job;

@@ -215,16 +215,17 @@ static size_t run_decode(run_writer *w, uint64_t at, const uint8_t *p, size_t le
   return (size_t)used;
 }
 
-/* store_sink: data holds bytes [at, at + n) of the run. */
-static void run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+/* store_sink: data holds bytes [at, at + n) of the run. Stops the read
+** once writing has failed (the rest would be thrown away). */
+static int run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   run_writer *w = arg;
   uint64_t have = w->stage_at + w->staged; /* bytes of the run had so far */
-  if (at + n <= have) return;              /* a retry going over them again */
-  if (at > have) {                         /* cannot be: a store tells them in order */
+  if (at + n <= have) return w->rc != LTX_OK; /* a retry going over them again */
+  if (at > have) {                            /* cannot be: a store tells them in order */
     if (w->rc == LTX_OK)
       w->rc = ltx_error_set(w->err, LTX_ERR_IO, "%s: bytes of a run told out of order",
                             w->run->f->key);
-    return;
+    return 1;
   }
   data += have - at;
   n -= (size_t)(have - at);
@@ -250,6 +251,7 @@ static void run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
       w->rc = ltx_error_set(w->err, LTX_ERR_FRAME, "%s: a frame larger than %zu bytes",
                             w->run->f->key, w->stage_cap);
   }
+  return w->rc != LTX_OK;
 }
 
 /* What a worker saw of the readers: the image's hits, and when they last
@@ -321,20 +323,22 @@ static void *fill_worker(void *arg) {
     const ltx_page_entry *e = run.f->idx.entries;
     uint64_t off = e[run.lo].offset;
     size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
+    ltx_error werr = {0};
     run_writer w = {.r = r, .run = &run, .stage = stage, .stage_cap = stage_cap, .pages = pages,
                     .pgnos = pgnos, .crcs = crcs, .chunk = chunk, .next = run.lo, .rc = LTX_OK,
-                    .err = &err};
+                    .err = &werr};
     store_sink sink = {run_sink, &w};
     rc = store_read_range_sink(r->st, run.f->key, off, len, &sink, &err);
-    if (rc != LTX_OK) break;
-    atomic_fetch_add(&r->hyd_bytes, len);
-    run_flush(&w);
-    rc = w.rc;
-    if (rc != LTX_OK) {
-      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, err.msg);
+    if (rc == LTX_OK) {
+      atomic_fetch_add(&r->hyd_bytes, len);
+      run_flush(&w);
+    }
+    if (w.rc != LTX_OK) { /* the sink stopped the read, or the last write failed */
+      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, werr.msg);
       rc = LTX_OK; /* the image stopped growing; that is not the fill's failure */
       break;
     }
+    if (rc != LTX_OK) break;
   }
 out:
   if (rc != LTX_OK) {

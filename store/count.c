@@ -45,10 +45,25 @@ static int c_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, 
   return rc;
 }
 
+/* A streamed read counts the bytes its sink was told (a sink may stop it
+** early). */
+typedef struct counted_sink {
+  const store_sink *inner;
+  uint64_t told;
+} counted_sink;
+
+static int counted_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+  counted_sink *c = arg;
+  if (at + n > c->told) c->told = at + n;
+  return c->inner->fn(c->inner->arg, at, data, n);
+}
+
 static int c_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
                              const store_sink *sink, ltx_error *err) {
-  int rc = store_read_range_sink(inner_of(st), key, off, n, sink, err);
-  count(st, 1, rc == LTX_OK ? n : 0);
+  counted_sink c = {sink, 0};
+  store_sink counted = {counted_sink_fn, &c};
+  int rc = store_read_range_sink(inner_of(st), key, off, n, &counted, err);
+  count(st, 1, rc == LTX_OK ? n : c.told);
   return rc;
 }
 

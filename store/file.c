@@ -362,7 +362,11 @@ static int read_range_to(store *st, const char *key, uint64_t off, uint8_t *buf,
         got += piece_got;
         break;
       }
-      sink->fn(sink->arg, got, piece, len);
+      if (sink->fn(sink->arg, got, piece, len) != 0) {
+        rc = ltx_error_set(err, STORE_ERR_STOPPED, "%s: read of %zu bytes at offset %llu stopped "
+                           "by its reader after %zu", path, n, (unsigned long long)off, got + len);
+        break;
+      }
       got += len;
     }
   }

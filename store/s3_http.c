@@ -337,7 +337,10 @@ static size_t on_body(char *z, size_t sz, size_t nmemb, void *arg) {
       /* told only when the answer is the range asked; else check_success
       ** fails the attempt */
       if (r->got == 0) r->streaming = body_is_range_asked(r); /* the headers are all in */
-      if (r->streaming) r->sink->fn(r->sink->arg, r->got, (const uint8_t *)z, n);
+      if (r->streaming && r->sink->fn(r->sink->arg, r->got, (const uint8_t *)z, n) != 0) {
+        r->stopped = 1; /* curl ends the transfer: CURLE_WRITE_ERROR */
+        return 0;
+      }
     } else {
       memcpy(r->out + r->got, z, n);
     }
@@ -440,6 +443,7 @@ static int attempt_setup(s3_store *p, s3_req *r, CURL *e, int64_t left_ms, ltx_e
   r->buf_len = 0;
   r->upload_off = 0;
   r->overflow = 0;
+  r->stopped = 0;
   r->content_length = -1;
   r->content_range[0] = r->etag[0] = r->err_code[0] = r->bucket_region[0] = '\0';
   r->curl_err[0] = '\0';
@@ -693,6 +697,11 @@ static int check_success(s3_req *r) {
 
 /* Decides what one finished attempt means. */
 static int attempt_outcome(s3_store *p, s3_req *r) {
+  if (r->curl_rc == CURLE_WRITE_ERROR && r->stopped) {
+    ltx_error_set(&r->err, STORE_ERR_STOPPED, "%s: read stopped by its reader after %zu bytes",
+                  r->what, r->got);
+    return ATTEMPT_FAIL;
+  }
   if (r->curl_rc == CURLE_WRITE_ERROR && r->overflow) {
     ltx_error_set(&r->err, STORE_ERR_HTTP,
                   r->kind == REQ_RANGE || r->kind == REQ_SUFFIX

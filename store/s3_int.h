@@ -150,6 +150,7 @@ typedef struct s3_req {
   char *buf;              /* list/delete body, or an error body */
   size_t buf_len, buf_cap;
   int overflow;
+  int stopped;            /* the sink asked to stop (STORE_ERR_STOPPED) */
   CURLcode curl_rc;
   char curl_err[CURL_ERROR_SIZE];
 

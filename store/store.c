@@ -233,7 +233,8 @@ int store_read_range_sink(store *st, const char *key, uint64_t off, size_t n,
   if ((buf = malloc(n ? n : 1)) == NULL)
     return ltx_error_set(err, LTX_ERR_NOMEM, "%s: out of memory for %zu bytes", key, n);
   rc = st->ops->read_range(st, key, off, buf, n, err);
-  if (rc == LTX_OK) sink->fn(sink->arg, 0, buf, n);
+  if (rc == LTX_OK && sink->fn(sink->arg, 0, buf, n) != 0)
+    rc = ltx_error_set(err, STORE_ERR_STOPPED, "%s: read stopped by its reader", key);
   free(buf);
   return rc;
 }

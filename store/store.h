@@ -31,7 +31,8 @@ enum {
   STORE_ERR_TXID_UNAVAILABLE = 108, /* plan: pinned TXID not reachable */
   STORE_ERR_EMPTY = 109,        /* replica holds no LTX files */
   STORE_ERR_SHORT_READ = 110,   /* object shorter than the range asked */
-  STORE_ERR_MISMATCH = 111      /* an LTX file's header disagrees with its name */
+  STORE_ERR_MISMATCH = 111,     /* an LTX file's header disagrees with its name */
+  STORE_ERR_STOPPED = 112       /* a streamed read's sink asked it to stop */
 };
 
 #define STORE_MAX_LEVEL 9
@@ -95,9 +96,12 @@ typedef struct store_range {
 ** the range. Only bytes the answer says are the range asked are told. A
 ** retry starts again at 0 with the same bytes (objects are immutable), so a
 ** consumer skips what it has had. Called on the reading thread; the bytes
-** are the store's until the call returns. */
+** are the store's until the call returns. fn returns 0 to go on; anything
+** else ends the read at once (the connection is dropped, not drained) and
+** it returns STORE_ERR_STOPPED, never retried: a consumer that has what it
+** needs, or no longer wants the rest, does not pay for it. */
 typedef struct store_sink {
-  void (*fn)(void *arg, uint64_t at, const uint8_t *data, size_t n);
+  int (*fn)(void *arg, uint64_t at, const uint8_t *data, size_t n);
   void *arg;
 } store_sink;
 

@@ -1227,6 +1227,26 @@ START_TEST(test_s3_sink_streams_a_range_and_a_retry_tells_the_same_bytes) {
   ck_assert_int_eq(rec.calls, 0);
   tu_sink_free(&rec);
 
+  /* a sink that has had enough stops the read: one request, not retried,
+  ** and the store goes on working */
+  fault_clear();
+  fault("reset-stats");
+  tu_sink_init(&rec, N);
+  rec.stop_at = 100 << 10;
+  ck_assert_int_eq(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err), STORE_ERR_STOPPED);
+  ck_assert_msg(strstr(err.msg, "big.ltx") != NULL && strstr(err.msg, "stopped") != NULL, "%s", err.msg);
+  fault("stats");
+  ck_assert_int_eq(stat_field("requests"), 1);
+  ck_assert_uint_ge(rec.have, 100 << 10);
+  ck_assert_uint_lt(rec.have, N);
+  ck_assert_mem_eq(rec.buf, big + OFF, rec.have);
+  ck_assert_int_eq(rec.replays + rec.gaps, 0);
+  tu_sink_free(&rec);
+  tu_sink_init(&rec, N);
+  CK_OK(store_read_range_sink(st, "0000/big.ltx", OFF, N, &sink, &err));
+  ck_assert_mem_eq(rec.buf, big + OFF, N);
+  tu_sink_free(&rec);
+
   fault_clear();
   tu_sink_init(&rec, 100);
   ck_assert_int_eq(store_read_range_sink(st, "0000/none.ltx", 0, 100, &sink, &err), STORE_ERR_NOT_FOUND);

@@ -609,6 +609,15 @@ START_TEST(test_file_sink_tells_pieces_in_order_and_a_short_object_fails) {
   ck_assert_uint_lt(rec.have, SIZE - 100);
   ck_assert_mem_eq(rec.buf, a + 100, rec.have);
   tu_sink_free(&rec);
+  /* a sink that has had enough stops the read: no piece after that one */
+  tu_sink_init(&rec, SIZE);
+  rec.stop_at = 300 << 10;
+  ck_assert_int_eq(store_read_range_sink(st, "ltx/0/big", 100, SIZE - 100, &sink, &err), STORE_ERR_STOPPED);
+  ck_assert_msg(strstr(err.msg, "ltx/0/big") != NULL && strstr(err.msg, "stopped") != NULL, "%s", err.msg);
+  ck_assert_int_eq(rec.calls, 2);
+  ck_assert_uint_eq(rec.have, 512 << 10);
+  ck_assert_mem_eq(rec.buf, a + 100, rec.have);
+  tu_sink_free(&rec);
   free(a);
   store_close(st);
 }

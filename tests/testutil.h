@@ -335,6 +335,7 @@ typedef struct tu_sink {
   uint8_t *buf;
   size_t cap, have;   /* bytes kept: buf[0, have) */
   int calls, replays, gaps, differ;
+  size_t stop_at;     /* non-zero: ask the read to stop once this much is had */
 } tu_sink;
 
 static inline void tu_sink_init(tu_sink *s, size_t cap) {
@@ -343,12 +344,12 @@ static inline void tu_sink_init(tu_sink *s, size_t cap) {
   s->buf = malloc(cap ? cap : 1);
 }
 
-static inline void tu_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+static inline int tu_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   tu_sink *s = arg;
   s->calls++;
   if (at > s->have || at + n > s->cap) {
     s->gaps++;
-    return;
+    return 0;
   }
   if (at < s->have) {
     size_t again = s->have - at < n ? (size_t)(s->have - at) : n;
@@ -360,6 +361,7 @@ static inline void tu_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_
   }
   memcpy(s->buf + at, data, n);
   s->have = (size_t)at + n;
+  return s->stop_at != 0 && s->have >= s->stop_at; /* a reader that has had enough */
 }
 
 static inline void tu_sink_free(tu_sink *s) { free(s->buf); }

@@ -220,8 +220,10 @@ typedef struct replica_config {
                          ** disk's free space, less a reserve) */
   int hydrate;           /* fill the local image in the background */
   int hydrate_alone;     /* nothing but the fill will read (ltvfs hydrate): it
-                         ** runs all its workers at once; otherwise the extra
-                         ** workers wait until readers have been quiet a while */
+                         ** runs all its workers at once, and into an empty
+                         ** image it starts reading before the indexes are
+                         ** read (the early pass); otherwise the extra workers
+                         ** wait until readers have been quiet a while */
   uint64_t open_txid;    /* the first view is at this TXID, not the latest (0);
                          ** a local image elsewhere is refused (it never moves
                          ** back); with poll_ms 0 the image stays there
@@ -258,6 +260,10 @@ typedef struct replica_stat {
   uint64_t image_txid, image_commit;
   cache_image_stat image;
   char image_dir[1100];  /* "" without one */
+  /* the hydrator's own reads: runs of the fill (requests), of them the
+  ** early pass's (`ltvfs hydrate` into an empty image), and bytes (applies
+  ** included) */
+  uint64_t fill_runs, fill_runs_early, fill_bytes;
 } replica_stat;
 
 /* Finds or opens the replica of url (the store only; no I/O beyond what

@@ -190,6 +190,7 @@ static void *load_worker(void *arg) {
   for (;;) {
     size_t i = atomic_fetch_add(&job->next, 1);
     if (i >= job->n) break;
+    if (i + 1 == job->n) rp_fill_early_go(job->r); /* the last load starts: its reads may follow */
     if (job->out[i] != NULL || job->rcs[i] != LTX_OK) continue; /* in the registry, or failed */
     job->rcs[i] = load_one(job->r, &job->metas[i], &job->out[i], &job->errs[i]);
   }

@@ -21,6 +21,7 @@
 */
 #include "config.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 #define FILL_RUN_MAX (16u << 20)     /* about the largest request of the fill in the VFS */
 #define FILL_RUN_MAX_ALONE (32u << 20) /* ... and in `ltvfs hydrate` (no readers to yield to) */
+#define FILL_RUN_MIN (1u << 20)      /* the smallest run a pass is cut into */
 #define FILL_PARALLEL 8              /* fill workers: requests in flight (as the limit's raw GET) */
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
 #define FILL_STAGE_BYTES (256u << 10) /* a fill worker's bytes of frames cut short */
@@ -40,7 +42,6 @@ typedef struct fill_run {
   rp_file *f;
   uint32_t lo, hi; /* index positions */
 } fill_run;
-
 
 /* The bytes of f a fill would fetch from index position from on: from the
 ** first frame the image wants to the end of the last (the frames between
@@ -56,26 +57,37 @@ static uint64_t wanted_span(replica *r, const rp_file *f, uint32_t from) {
   return first == UINT64_MAX ? 0 : end - first;
 }
 
-/* Sizes the runs of a pass from cur on so that the workers finish
-** together: the bytes to fetch are cut into a multiple of FILL_PARALLEL
-** runs of about equal size, as few as keep a run under the largest (each
-** request costs a round trip and, on the server, a signature check and an
-** open; a last round of a few runs leaves most connections idle). A file
-** gets a whole number of runs of that size, at least one. Measured on the
-** bench's replica (a 107 MB snapshot and three 9.5 MB files): greedy 8 MiB
-** runs made 19 requests ending in a round of 3; 8 runs of 17 MB and 3 of
-** 9.5 MB hydrate 6-15% faster (docs/read-path.md). */
+/* The size of a pass's runs, so that the workers finish together: the
+** total bytes to fetch cut into a multiple of FILL_PARALLEL runs of about
+** equal size, as few as keep a run under max (each request costs a round
+** trip and, on the server, a signature check and an open; a last round of
+** a few runs leaves most connections idle), and none under FILL_RUN_MIN.
+** A file then gets a whole number of runs of that size, at least one. On
+** the bench's replica (a 107 MB snapshot and three 9.5 MB files) greedy 8
+** MiB runs made 19 requests ending in a round of three small ones; now 6
+** runs of 17.8 MB and 3 of 9.5 MB (docs/read-path.md, "Hydrating"). */
+static uint64_t run_target(uint64_t total, uint64_t max) {
+  uint64_t per_round = (uint64_t)FILL_PARALLEL * max;
+  uint64_t runs = (total + per_round - 1) / per_round * FILL_PARALLEL;
+  uint64_t target = runs ? total / runs : max;
+  return target > FILL_RUN_MIN ? target : FILL_RUN_MIN; /* a small database: fewer runs */
+}
+
+/* How many runs of about target bytes a file's span of bytes gets. */
+static uint64_t runs_of(uint64_t span, uint64_t target) {
+  uint64_t k = (span + target / 2) / target;
+  return k ? k : 1;
+}
+
+/* Sizes the runs of a pass from cur on (run_target over what it will fetch). */
 static void size_runs(replica *r, replica_view *v, fill_cursor *cur) {
-  uint64_t total = 0, max = r->cfg.hydrate_alone ? FILL_RUN_MAX_ALONE : FILL_RUN_MAX;
-  uint64_t per_round = (uint64_t)FILL_PARALLEL * max, runs;
+  uint64_t total = 0;
   for (size_t i = cur->file; i < v->nfiles; i++) {
     ltx_error err = {0};
     if (rp_file_ensure_loaded(r, v->files[i], &err) == LTX_OK)
       total += wanted_span(r, v->files[i], i == cur->file ? cur->pos : 0);
   }
-  runs = (total + per_round - 1) / per_round * FILL_PARALLEL;
-  cur->run_target = runs ? total / runs : max;
-  if (cur->run_target == 0) cur->run_target = 1;
+  cur->run_target = run_target(total, r->cfg.hydrate_alone ? FILL_RUN_MAX_ALONE : FILL_RUN_MAX);
 }
 
 /* The next run of frames holding pages of v's map the image does not hold
@@ -106,8 +118,8 @@ static int next_run(replica *r, replica_view *v, fill_cursor *cur, fill_run *run
     if (cur->file_cap == 0) {
       /* the file's whole number of runs, each a frame over its share so
       ** that no sliver is left for one more */
-      uint64_t span = wanted_span(r, f, j), k = (span + cur->run_target / 2) / cur->run_target;
-      cur->file_cap = span / (k ? k : 1) + ltx_frame_max_size(f->page_size);
+      uint64_t span = wanted_span(r, f, j);
+      cur->file_cap = span / runs_of(span, cur->run_target) + ltx_frame_max_size(f->page_size);
     }
     uint32_t lo = j, hi = j + 1, useful_end = j + 1;
     uint64_t bytes = e[lo].size;
@@ -132,16 +144,22 @@ static int next_run(replica *r, replica_view *v, fill_cursor *cur, fill_run *run
 ** decoding runs on every core, and nobody waits for the slowest request of
 ** a batch. The flusher syncs behind them (fill_flusher), so the sync at
 ** the end has little left to do. */
+/* What the flusher of a pass looks at (fill_flusher). */
+typedef struct fill_sync {
+  cache_image *img;
+  atomic_int over;          /* the pass has no more runs (or failed): sync all */
+  atomic_int workers_done;  /* the flusher's signal to stop */
+} fill_sync;
+
 typedef struct fill_job {
   replica *r;
   replica_view *v;          /* the map being filled (a reference held by the hydrator) */
   fill_cursor *cur;         /* under mu */
   pthread_mutex_t mu;
   int found;                /* some run was taken */
-  atomic_int over;          /* the pass has no more runs, or a fetch failed */
   int rc;                   /* the first failure (err says why); stops the others */
   ltx_error err;
-  atomic_int workers_done;  /* the flusher's signal to stop */
+  fill_sync sync;
 } fill_job;
 
 /* Whether the hydrator has better things to do than filling (closing, files
@@ -174,6 +192,51 @@ typedef struct run_writer {
   int rc;             /* the first failure (err says why): writing stops */
   ltx_error *err;
 } run_writer;
+
+/* A worker's buffers for one page size (a stage for frames cut short, and
+** a chunk of decoded pages). */
+typedef struct fill_bufs {
+  uint32_t page_size;       /* 0: none yet */
+  uint8_t *stage, *pages;
+  size_t stage_cap;
+  uint32_t *pgnos;
+  uint64_t *crcs;
+  uint32_t chunk;
+} fill_bufs;
+
+static void bufs_free(fill_bufs *b) {
+  free(b->stage);
+  free(b->pages);
+  free(b->pgnos);
+  free(b->crcs);
+  memset(b, 0, sizeof(*b));
+}
+
+/* Makes b fit pages of ps bytes; LTX_ERR_NOMEM. */
+static int bufs_for(fill_bufs *b, uint32_t ps, ltx_error *err) {
+  size_t frame2 = 2 * ltx_frame_max_size(ps);
+  if (b->page_size == ps) return LTX_OK;
+  bufs_free(b);
+  b->chunk = FILL_CHUNK_BYTES / ps ? FILL_CHUNK_BYTES / ps : 1;
+  b->stage_cap = frame2 > FILL_STAGE_BYTES ? frame2 : FILL_STAGE_BYTES;
+  b->stage = malloc(b->stage_cap);
+  b->pages = malloc((size_t)b->chunk * ps);
+  b->pgnos = malloc(b->chunk * sizeof(*b->pgnos));
+  b->crcs = malloc(b->chunk * sizeof(*b->crcs));
+  if (b->stage == NULL || b->pages == NULL || b->pgnos == NULL || b->crcs == NULL) {
+    bufs_free(b);
+    return ltx_error_set(err, LTX_ERR_NOMEM, "out of memory");
+  }
+  b->page_size = ps;
+  return LTX_OK;
+}
+
+static void writer_init(run_writer *w, replica *r, const fill_run *run, fill_bufs *b,
+                        ltx_error *werr) {
+  *w = (run_writer){.r = r, .run = run, .stage = b->stage, .stage_cap = b->stage_cap,
+                    .pages = b->pages, .pgnos = b->pgnos, .crcs = b->crcs, .chunk = b->chunk,
+                    .next = run->lo, .rc = LTX_OK, .err = werr};
+}
 
 static void run_flush(run_writer *w) {
   const rp_file *f = w->run->f;
@@ -289,45 +352,33 @@ static void *fill_worker(void *arg) {
   /* readers may be about to start (an application opened the replica):
   ** the extra workers first wait to see them quiet */
   reader_watch seen = {0, r->cfg.hydrate_alone ? 0 : rp_mono_ms()};
-  uint8_t *stage = NULL, *pages = NULL;
-  uint32_t *pgnos = NULL;
-  uint64_t *crcs = NULL;
-  uint32_t ps = j->v->page_size, chunk = FILL_CHUNK_BYTES / ps ? FILL_CHUNK_BYTES / ps : 1;
-  size_t stage_cap = 2 * ltx_frame_max_size(ps) > FILL_STAGE_BYTES ? 2 * ltx_frame_max_size(ps)
-                                                                   : FILL_STAGE_BYTES;
+  fill_bufs bufs = {0};
   ltx_error err = {0};
-  int rc = LTX_OK;
-  stage = malloc(stage_cap);
-  pages = malloc((size_t)chunk * ps);
-  pgnos = malloc(chunk * sizeof(*pgnos));
-  crcs = malloc(chunk * sizeof(*crcs));
-  if (stage == NULL || pages == NULL || pgnos == NULL || crcs == NULL) {
-    rc = ltx_error_set(&err, LTX_ERR_NOMEM, "out of memory");
-    goto out;
-  }
+  int rc = bufs_for(&bufs, j->v->page_size, &err);
+  if (rc != LTX_OK) goto out;
   for (;;) {
     fill_run run;
     /* Readers first: nobody fills while one fetches, and while readers
     ** are busy (a scan) only the first worker does, so the fill's buffers
     ** and requests stay out of their way. */
     while ((atomic_load(&r->readers_fetching) > 0 || (self > 0 && readers_busy(r, &seen))) &&
-           !atomic_load(&j->over) && !fill_interrupted(r))
+           !atomic_load(&j->sync.over) && !fill_interrupted(r))
       rp_sleep_ms(YIELD_MS);
-    if (atomic_load(&j->over) || fill_interrupted(r)) break;
+    if (atomic_load(&j->sync.over) || fill_interrupted(r)) break;
     pthread_mutex_lock(&j->mu);
     int got = j->rc == LTX_OK && next_run(r, j->v, j->cur, &run);
     if (got) j->found = 1;
-    else atomic_store(&j->over, 1);
+    else atomic_store(&j->sync.over, 1);
     pthread_mutex_unlock(&j->mu);
     if (!got) break;
     const ltx_page_entry *e = run.f->idx.entries;
     uint64_t off = e[run.lo].offset;
     size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
     ltx_error werr = {0};
-    run_writer w = {.r = r, .run = &run, .stage = stage, .stage_cap = stage_cap, .pages = pages,
-                    .pgnos = pgnos, .crcs = crcs, .chunk = chunk, .next = run.lo, .rc = LTX_OK,
-                    .err = &werr};
+    run_writer w;
+    writer_init(&w, r, &run, &bufs, &werr);
     store_sink sink = {run_sink, &w};
+    atomic_fetch_add(&r->fill_runs, 1);
     rc = store_read_range_sink(r->st, run.f->key, off, len, &sink, &err);
     if (rc == LTX_OK) {
       atomic_fetch_add(&r->hyd_bytes, len);
@@ -342,7 +393,7 @@ static void *fill_worker(void *arg) {
   }
 out:
   if (rc != LTX_OK) {
-    atomic_store(&j->over, 1);
+    atomic_store(&j->sync.over, 1);
     pthread_mutex_lock(&j->mu);
     if (j->rc == LTX_OK) {
       j->rc = rc;
@@ -350,10 +401,7 @@ out:
     }
     pthread_mutex_unlock(&j->mu);
   }
-  free(stage);
-  free(pages);
-  free(pgnos);
-  free(crcs);
+  bufs_free(&bufs);
   return NULL;
 }
 
@@ -367,32 +415,331 @@ out:
 ** this VM's disk costs 20-50 ms whatever its size, so smaller steps only
 ** add syncs). */
 static void *fill_flusher(void *arg) {
-  fill_job *j = arg;
-  while (!atomic_load(&j->workers_done)) {
-    uint64_t step = atomic_load(&j->over) ? 1 : FILL_SYNC_STEP_BYTES;
-    if (!cache_image_sync_step(j->r->img, step)) rp_sleep_ms(YIELD_MS);
+  fill_sync *s = arg;
+  while (!atomic_load(&s->workers_done)) {
+    uint64_t step = atomic_load(&s->over) ? 1 : FILL_SYNC_STEP_BYTES;
+    if (!cache_image_sync_step(s->img, step)) rp_sleep_ms(YIELD_MS);
   }
   return NULL;
 }
 
 int rp_fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err) {
-  fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK};
+  fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK, .sync = {.img = r->img}};
   fill_worker_arg args[FILL_PARALLEL];
   pthread_t th[FILL_PARALLEL], flusher;
   int started[FILL_PARALLEL] = {0}, flushing;
   pthread_mutex_init(&j.mu, NULL);
-  atomic_init(&j.workers_done, 0);
+  atomic_init(&j.sync.over, 0);
+  atomic_init(&j.sync.workers_done, 0);
   for (int i = 0; i < FILL_PARALLEL; i++) args[i] = (fill_worker_arg){&j, i};
   for (int i = 1; i < FILL_PARALLEL; i++)
     started[i] = pthread_create(&th[i], NULL, fill_worker, &args[i]) == 0;
-  flushing = pthread_create(&flusher, NULL, fill_flusher, &j) == 0;
+  flushing = pthread_create(&flusher, NULL, fill_flusher, &j.sync) == 0;
   fill_worker(&args[0]);
   for (int i = 1; i < FILL_PARALLEL; i++)
     if (started[i]) pthread_join(th[i], NULL);
-  atomic_store(&j.workers_done, 1);
+  atomic_store(&j.sync.workers_done, 1);
   if (flushing) pthread_join(flusher, NULL);
   pthread_mutex_destroy(&j.mu);
   if (j.found) *found = 1;
   if (j.rc != LTX_OK) *err = j.err;
   return j.rc;
+}
+
+/* ---- the early pass: `ltvfs hydrate` of an empty image ---- */
+
+/* `ltvfs hydrate` into an empty image has nothing to yield to and every
+** page to fetch, so its first requests need not wait for the map: right
+** after the open's listing has been planned (the files and their sizes,
+** no index yet), the early pass cuts the planned files into runs of bytes
+** (sized as size_runs does, from the listed sizes) and its workers send
+** their requests at once. Each read's sink then waits for the map (the
+** hydrator adopts the pass once the open has read the indexes and the
+** rebase has given the record the view's map) and from then on is an
+** ordinary run: the frames that start in its bytes are decoded and the
+** ones the image wants written. So the indexes' round trip, the rebase
+** and the requests' own round trip overlap instead of following each
+** other. While the sinks wait, the reads stall (TCP flow control); they
+** hold no more than a stage each.
+**
+** The reads go out once the open's index reads have: a server that takes
+** requests in turn (the test server does) then answers the indexes first,
+** which is what the map waits for.
+**
+** A run owns the frames that start in [a, b); it asks for b + a frame's
+** largest size (page size 65536: the page size is not known yet), so that
+** its last frame is whole. Runs taken once the map is known ask for
+** exactly their frames. Frames a run could not cover (a file larger than
+** listed) and runs that failed are left to the hydrator's next pass, which
+** fetches whatever the image still wants: the early pass only ever saves
+** time. A pass that is abandoned (the open failed, the map does not fit
+** the budget, the replica closes) stops every read at once. */
+
+#define EARLY_OVERSHOOT_MAX_PAGE 65536u
+
+typedef struct early_run {
+  store_ltx_file meta;       /* the file as listed (its size a hint) */
+  uint64_t a, b;             /* the frames that start in [a, b) are this run's */
+} early_run;
+
+enum { EARLY_WAITING, EARLY_READY, EARLY_ABORTED };
+
+struct fill_early {
+  replica *r;
+  early_run *runs;
+  size_t n;
+  atomic_size_t next;        /* the next run to take */
+  pthread_mutex_t mu;        /* the changes of gate and state, and v */
+  pthread_cond_t cond;       /* gate opened, or state left EARLY_WAITING */
+  int gate;                  /* the open's index reads are under way: send */
+  atomic_int state;          /* EARLY_*: WAITING -> READY or ABORTED, READY -> ABORTED */
+  replica_view *v;           /* the map, from EARLY_READY on (a reference) */
+  fill_sync sync;
+  pthread_t th[FILL_PARALLEL], flusher;
+  int nthreads, flushing;
+  atomic_int wrote;          /* some run wrote pages */
+  atomic_int failures;       /* reads that failed (the first is logged as a warning) */
+};
+
+/* One read of an early run: what it asked, and once the map is known which
+** of its bytes are the run's frames. */
+typedef struct early_read {
+  struct fill_early *x;
+  const early_run *er;
+  uint64_t base, len;        /* the read: bytes [base, base + len) of the file */
+  int resolved;              /* 0 not yet, 1 writing, -1 nothing to write (stopped) */
+  fill_run run;
+  uint64_t skip, end;        /* the run's frames are bytes [skip, end) of the read */
+  fill_bufs *bufs;
+  run_writer w;
+  ltx_error werr;
+} early_read;
+
+/* Waits until the reads may go out: the gate opened or the map known (or
+** the pass abandoned). */
+static void early_wait_gate(struct fill_early *x) {
+  pthread_mutex_lock(&x->mu);
+  while (!x->gate && atomic_load(&x->state) == EARLY_WAITING) pthread_cond_wait(&x->cond, &x->mu);
+  pthread_mutex_unlock(&x->mu);
+}
+
+/* The first index position of f whose frame starts at or after off. */
+static uint32_t first_frame_from(const rp_file *f, uint64_t off) {
+  uint32_t lo = 0, hi = (uint32_t)f->idx.n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (f->idx.entries[mid].offset < off) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Finds the run's frames in the map's file (the map is known): 1, or 0
+** when it has none the image wants within the read. */
+static int early_resolve(early_read *rd) {
+  replica_view *v = rd->x->v;
+  rp_file *f = NULL;
+  ltx_error err = {0};
+  for (size_t i = 0; i < v->nfiles && f == NULL; i++)
+    if (rp_same_file(&v->files[i]->meta, &rd->er->meta)) f = v->files[i];
+  if (f == NULL || !atomic_load(&f->loaded)) return 0; /* a later view's map: not this file's */
+  const ltx_page_entry *e = f->idx.entries;
+  uint32_t lo = first_frame_from(f, rd->er->a), hi = first_frame_from(f, rd->er->b), want = 0;
+  while (hi > lo && e[hi - 1].offset + e[hi - 1].size > rd->base + rd->len) hi--;
+  for (uint32_t j = lo; j < hi && !want; j++) want = cache_image_wants(rd->x->r->img, e[j].pgno, &f->meta);
+  if (!want || e[lo].offset < rd->base || bufs_for(rd->bufs, f->page_size, &err) != LTX_OK) return 0;
+  rd->run = (fill_run){f, lo, hi};
+  rd->skip = e[lo].offset - rd->base;
+  rd->end = e[hi - 1].offset + e[hi - 1].size - rd->base;
+  writer_init(&rd->w, rd->x->r, &rd->run, rd->bufs, &rd->werr);
+  return 1;
+}
+
+/* store_sink of an early read: waits for the map at the first bytes, then
+** hands the run's frames to its writer; stops the read when there is
+** nothing to write (the pass abandoned, or no frame wanted). */
+static int early_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+  early_read *rd = arg;
+  struct fill_early *x = rd->x;
+  if (rd->resolved == 0) {
+    pthread_mutex_lock(&x->mu);
+    while (atomic_load(&x->state) == EARLY_WAITING) pthread_cond_wait(&x->cond, &x->mu);
+    pthread_mutex_unlock(&x->mu);
+    rd->resolved = atomic_load(&x->state) == EARLY_READY && early_resolve(rd) ? 1 : -1;
+  }
+  if (rd->resolved < 0 || atomic_load(&x->state) == EARLY_ABORTED) return 1;
+  if (at + n <= rd->skip || at >= rd->end) return 0; /* before its first frame, or past its last */
+  if (at < rd->skip) {
+    data += rd->skip - at;
+    n -= (size_t)(rd->skip - at);
+    at = rd->skip;
+  }
+  if (at + n > rd->end) n = (size_t)(rd->end - at);
+  return run_sink(&rd->w, at - rd->skip, data, n);
+}
+
+static void *early_worker(void *arg) {
+  struct fill_early *x = arg;
+  replica *r = x->r;
+  fill_bufs bufs = {0};
+  early_wait_gate(x);
+  for (;;) {
+    size_t i = atomic_fetch_add(&x->next, 1);
+    if (i >= x->n) {
+      atomic_store(&x->sync.over, 1);
+      break;
+    }
+    int state = atomic_load(&x->state);
+    if (state == EARLY_ABORTED || (state == EARLY_READY && fill_interrupted(r))) break;
+    early_read rd = {.x = x, .er = &x->runs[i], .bufs = &bufs, .base = x->runs[i].a};
+    rd.len = x->runs[i].b - rd.base + ltx_frame_max_size(EARLY_OVERSHOOT_MAX_PAGE);
+    if (rd.base + rd.len > rd.er->meta.size) rd.len = rd.er->meta.size - rd.base;
+    if (state == EARLY_READY) { /* the map is known: ask for exactly the run's frames */
+      if (!early_resolve(&rd)) continue;
+      rd.resolved = 1;
+      rd.base += rd.skip;
+      rd.len = rd.end - rd.skip;
+      rd.end -= rd.skip;
+      rd.skip = 0;
+    }
+    char key[128];
+    ltx_error err = {0};
+    store_sink sink = {early_sink, &rd};
+    store_ltx_key(r->st, rd.er->meta.level, rd.er->meta.min_txid, rd.er->meta.max_txid, key,
+                  sizeof(key));
+    atomic_fetch_add(&r->fill_runs, 1);
+    atomic_fetch_add(&r->fill_runs_early, 1);
+    int rc = store_read_range_sink(r->st, key, rd.base, (size_t)rd.len, &sink, &err);
+    if (rd.resolved == 1 && rc == LTX_OK) {
+      atomic_fetch_add(&r->hyd_bytes, rd.len);
+      run_flush(&rd.w);
+      if (rd.w.next > rd.run.lo) atomic_store(&x->wrote, 1);
+    }
+    if (rd.resolved == 1 && rd.w.rc != LTX_OK) {
+      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, rd.werr.msg);
+      break; /* the image stopped growing */
+    }
+    if (rc != LTX_OK && rc != STORE_ERR_STOPPED) /* the next pass fetches those pages */
+      rp_log(atomic_fetch_add(&x->failures, 1) == 0 ? REPLICA_LOG_WARN : REPLICA_LOG_DEBUG,
+             "%s: local image: %s (retrying)", r->url, err.msg);
+  }
+  bufs_free(&bufs);
+  return NULL;
+}
+
+/* Moves x to state: READY once, with the map v (a reference taken), or
+** ABORTED; wakes whoever waits. */
+static void early_set(struct fill_early *x, int state, replica_view *v) {
+  pthread_mutex_lock(&x->mu);
+  if (state == EARLY_ABORTED || atomic_load(&x->state) == EARLY_WAITING) {
+    if (state == EARLY_READY) {
+      replica_view_ref(v);
+      x->v = v;
+    }
+    atomic_store(&x->state, state);
+    pthread_cond_broadcast(&x->cond);
+  }
+  pthread_mutex_unlock(&x->mu);
+}
+
+/* Ends a pass taken from r (moved to state first): joins the workers and
+** the flusher, frees it. Whether some run wrote pages. */
+static int early_end(struct fill_early *x, int state, replica_view *v) {
+  int wrote;
+  early_set(x, state, v);
+  for (int i = 0; i < x->nthreads; i++) pthread_join(x->th[i], NULL);
+  atomic_store(&x->sync.workers_done, 1);
+  if (x->flushing) pthread_join(x->flusher, NULL);
+  wrote = atomic_load(&x->wrote);
+  if (x->v) replica_view_release(x->v);
+  pthread_mutex_destroy(&x->mu);
+  pthread_cond_destroy(&x->cond);
+  free(x->runs);
+  free(x);
+  return wrote;
+}
+
+static struct fill_early *early_take(replica *r) {
+  pthread_mutex_lock(&r->mutex);
+  struct fill_early *x = r->img_early;
+  r->img_early = NULL;
+  pthread_mutex_unlock(&r->mutex);
+  return x;
+}
+
+void rp_fill_early_start(replica *r, const store_ltx_file *files, size_t n) {
+  struct fill_early *x = calloc(1, sizeof(*x));
+  uint64_t total = 0, target;
+  size_t nruns = 0;
+  if (x == NULL) return;
+  for (size_t i = 0; i < n; i++) total += files[i].size;
+  target = run_target(total, FILL_RUN_MAX_ALONE);
+  for (size_t i = 0; i < n; i++) nruns += (size_t)runs_of(files[i].size, target);
+  if (total == 0 || (x->runs = calloc(nruns, sizeof(*x->runs))) == NULL) {
+    free(x);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t k = runs_of(files[i].size, target);
+    for (uint64_t q = 0; q < k; q++)
+      x->runs[x->n++] = (early_run){files[i], files[i].size * q / k, files[i].size * (q + 1) / k};
+  }
+  x->r = r;
+  atomic_init(&x->state, EARLY_WAITING);
+  x->sync.img = r->img;
+  atomic_init(&x->next, 0);
+  atomic_init(&x->wrote, 0);
+  atomic_init(&x->failures, 0);
+  atomic_init(&x->sync.over, 0);
+  atomic_init(&x->sync.workers_done, 0);
+  pthread_mutex_init(&x->mu, NULL);
+  pthread_cond_init(&x->cond, NULL);
+  for (int i = 0; i < FILL_PARALLEL; i++)
+    if (pthread_create(&x->th[x->nthreads], NULL, early_worker, x) == 0) x->nthreads++;
+  x->flushing = pthread_create(&x->flusher, NULL, fill_flusher, &x->sync) == 0;
+  pthread_mutex_lock(&r->mutex);
+  r->img_early = x;
+  pthread_mutex_unlock(&r->mutex);
+  rp_log(REPLICA_LOG_DEBUG, "%s: early fill: %zu runs of about %" PRIu64 " bytes from the listing",
+         r->url, x->n, target);
+}
+
+int rp_fill_early_pending(replica *r) {
+  pthread_mutex_lock(&r->mutex);
+  int pending = r->img_early != NULL;
+  pthread_mutex_unlock(&r->mutex);
+  return pending;
+}
+
+/* Calls fn on r's early pass, if any, under r->mutex (it is taken from r
+** only under it, so it stays while fn runs). */
+static void early_with(replica *r, void (*fn)(struct fill_early *x, replica_view *v),
+                       replica_view *v) {
+  pthread_mutex_lock(&r->mutex);
+  if (r->img_early) fn(r->img_early, v);
+  pthread_mutex_unlock(&r->mutex);
+}
+
+static void early_open_gate(struct fill_early *x, replica_view *v) {
+  (void)v;
+  pthread_mutex_lock(&x->mu);
+  x->gate = 1;
+  pthread_cond_broadcast(&x->cond);
+  pthread_mutex_unlock(&x->mu);
+}
+
+static void early_ready(struct fill_early *x, replica_view *v) { early_set(x, EARLY_READY, v); }
+
+void rp_fill_early_go(replica *r) { early_with(r, early_open_gate, NULL); }
+
+void rp_fill_early_ready(replica *r, replica_view *v) { early_with(r, early_ready, v); }
+
+int rp_fill_early_adopt(replica *r, replica_view *v) {
+  struct fill_early *x = early_take(r);
+  return x ? early_end(x, EARLY_READY, v) : 0; /* returns once every run is done */
+}
+
+void rp_fill_early_abort(replica *r) {
+  struct fill_early *x = early_take(r);
+  if (x != NULL) early_end(x, EARLY_ABORTED, NULL);
 }

@@ -117,6 +117,7 @@ static void queue_clear(replica *r) {
 }
 
 void rp_image_close(replica *r) {
+  rp_fill_early_abort(r); /* (none left unless the hydrator never ran) */
   queue_clear(r);
   if (r->img_view) replica_view_release(r->img_view);
   r->img_view = NULL;
@@ -263,6 +264,14 @@ static int rebase(replica *r, replica_view *v, ltx_error *err) {
   }
   if (rc == LTX_OK && v->commit < old_commit)
     rc = cache_image_truncate(r->img, old_commit, v->commit, err);
+  if (rc == LTX_OK && rp_fill_early_pending(r)) {
+    /* `ltvfs hydrate`'s first reads (fill.c) wait for this map: they may
+    ** write from here on, while it is made durable. The image was empty
+    ** (an early pass starts only then): a crash before the meta below
+    ** leaves it without a TXID, and the next open starts it afresh. */
+    if (budget_fits(r, v->commit, v->page_size) == 1) rp_fill_early_ready(r, v);
+    else rp_fill_early_abort(r);
+  }
   if (rc == LTX_OK) rc = cache_image_sync(r->img, err);
   if (rc != LTX_OK) return rc;
   meta_at(r, v, head_of(v));
@@ -512,9 +521,21 @@ static void hydrator_work(replica *r) {
           cursor = FILL_CURSOR_START;
           stuck = 0;
           fits = -1;
+        } else {
+          r->img_rebase = 1; /* the record is wherever the failure left it: again, after the backoff */
         }
         pthread_mutex_unlock(&r->mutex);
         if (target) replica_view_release(target);
+      }
+      if (rp_fill_early_pending(r)) {
+        /* `ltvfs hydrate`'s first reads (fill.c), writing since the rebase
+        ** gave the record its map: the pass that follows fetches whatever
+        ** they left */
+        if (rc == LTX_OK && target == NULL) {
+          atomic_store(&r->img_phase, REPLICA_HYDRATE_FILLING);
+          rp_fill_early_adopt(r, r->img_view);
+        }
+        rp_fill_early_abort(r);
       }
     } else if (r->img_queue) {
       step = r->img_queue;
@@ -627,21 +648,24 @@ static void hydrator_work(replica *r) {
 static void *hydrator_main(void *arg) {
   replica *r = arg;
   hydrator_work(r);
+  rp_fill_early_abort(r); /* closing before the first rebase */
   rp_thread_exit(r);
   return NULL;
 }
 
 void rp_hydrator_start(replica *r) {
+  int started = 0;
   pthread_mutex_lock(&r->mutex);
   if (r->img != NULL && !r->hydrator_started && !r->stop) {
     if (pthread_create(&r->hydrator, NULL, hydrator_main, r) == 0) {
-      r->hydrator_started = 1;
+      r->hydrator_started = started = 1;
       r->threads_running++;
     } else {
       rp_log(REPLICA_LOG_ERROR, "%s: cannot start the hydrator thread", r->url);
     }
   }
   pthread_mutex_unlock(&r->mutex);
+  if (!started) rp_fill_early_abort(r); /* nobody would adopt it */
 }
 
 int replica_hydration_wait(replica *r, int ms) {

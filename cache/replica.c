@@ -107,6 +107,21 @@ void rp_publish(replica *r, replica_view *v) {
   rp_registry_prune(r);
 }
 
+/* plan_view for the first open of r. `ltvfs hydrate` into an empty image
+** starts fetching the planned files (fill.c's early pass) before their
+** indexes are read. */
+static int plan_first_view(replica *r, const store_ltx_list *all, replica_view **out,
+                           ltx_error *err) {
+  store_plan plan = {0};
+  int rc = store_plan_build(all->files, all->n, r->cfg.open_txid, -1, &plan, err);
+  if (rc == LTX_OK && r->img != NULL && r->cfg.hydrate && r->cfg.hydrate_alone &&
+      r->img_meta.txid == 0 && !rp_fill_early_pending(r))
+    rp_fill_early_start(r, plan.files, plan.n);
+  if (rc == LTX_OK) rc = rp_view_from_plan(r, &plan, out, err);
+  store_plan_free(&plan);
+  return rc;
+}
+
 /* Starts the poller once. Caller holds r->mutex. */
 static void start_poller(replica *r) {
   if (r->poller_started || r->cfg.poll_ms <= 0 || r->stop) return;
@@ -193,7 +208,7 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   for (int wait_ms = 100;; wait_ms = wait_ms < 1000 ? wait_ms * 2 : 1000) {
     store_ltx_list_free(&all);
     rc = rp_list_all(r, &all, err);
-    if (rc == LTX_OK) rc = plan_view(r, &all, r->cfg.open_txid, -1, &v, err);
+    if (rc == LTX_OK) rc = plan_first_view(r, &all, &v, err);
     if (rc != STORE_ERR_EMPTY) break;
     if (rp_mono_ms() >= deadline) {
       rc = ltx_error_set(err, CACHE_ERR_TIMEOUT,
@@ -205,6 +220,7 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
     rp_sleep_ms(wait_ms);
   }
   if (rc != LTX_OK) {
+    rp_fill_early_abort(r);
     ltx_error_prefix(err, "%s", r->url);
     goto out;
   }
@@ -623,6 +639,9 @@ void replica_stats(replica *r, replica_stat *out) {
     snprintf(out->image_dir, sizeof(out->image_dir), "%s", cache_image_path(r->img));
   }
   page_cache_stats(r->pc, &out->cache);
+  out->fill_runs = atomic_load(&r->fill_runs);
+  out->fill_runs_early = atomic_load(&r->fill_runs_early);
+  out->fill_bytes = atomic_load(&r->hyd_bytes);
 }
 
 int64_t replica_lag_seconds(replica *r) {

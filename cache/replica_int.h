@@ -132,6 +132,7 @@ struct replica {
   int img_verified;             /* the store confirmed the cached replica */
   int img_checked;              /* ... or it did not, and a fresh view replaced the image's */
   int hydrator_started;
+  struct fill_early *img_early; /* an early pass waiting for its map (fill.c) */
   pthread_t hydrator;
   pthread_cond_t hyd_cond;      /* work for the hydrator, or stop */
   atomic_int readers_fetching;  /* reader fetches in flight: bulk fill yields */
@@ -139,6 +140,7 @@ struct replica {
                                 ** fill runs one worker while readers are busy) */
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
+  atomic_uint_fast64_t fill_runs, fill_runs_early; /* replica_stat's */
   atomic_uint fill_decode_failures; /* frames the fill could not decode */
 
   store_counters io;            /* requests and bytes, counted by the store */
@@ -256,6 +258,22 @@ typedef struct fill_cursor {
 ** of them), until the pass is over, the hydrator is needed elsewhere or a
 ** fetch fails. *found: some run was taken. */
 int rp_fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err);
+
+/* The early pass of `ltvfs hydrate` into an empty image: starts fetching
+** the planned files (n, as listed) before their indexes are read; the
+** reads wait for the map. */
+void rp_fill_early_start(replica *r, const store_ltx_file *files, size_t n);
+/* Whether an early pass waits to be adopted or abandoned. */
+int rp_fill_early_pending(replica *r);
+/* Lets its reads go out: the open's index reads are under way (files.c). */
+void rp_fill_early_go(replica *r);
+/* Gives it the map v (the record has v's map): its reads write from now. */
+void rp_fill_early_ready(replica *r, replica_view *v);
+/* Gives it the map v, if not yet, and returns once it is done; whether it
+** wrote pages. The hydrator, after the first rebase. */
+int rp_fill_early_adopt(replica *r, replica_view *v);
+/* Abandons an early pass, if any: its reads stop at once. */
+void rp_fill_early_abort(replica *r);
 
 /* ---- poll.c ---- */
 typedef struct list_job list_job;

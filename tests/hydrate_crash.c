@@ -8,10 +8,13 @@
 **                                    T = 1 a snapshot of 12000 random 4 KiB
 **                                    pages; later ones change random pages,
 **                                    grow (with every new page) or shrink
-**   hydrate_crash run URL CACHE      opens the replica with its local image
+**   hydrate_crash run URL CACHE [--alone]
+**                                    opens the replica with its local image
 **                                    (hydrate on, polling every 20 ms), prints
 **                                    "ready TXID", then reads random pages of
-**                                    the latest view until it is killed
+**                                    the latest view until it is killed;
+**                                    --alone: as `ltvfs hydrate` (no reads; an
+**                                    empty image is filled by the early pass)
 **   hydrate_crash check URL CACHE [--offline]
 **                                    opens the replica from its image with no
 **                                    poller: it must open at the TXID the
@@ -119,9 +122,10 @@ static void log_stderr(int level, const char *msg) {
   if (level >= REPLICA_LOG_INFO) fprintf(stderr, "log: %s\n", msg);
 }
 
-static int cmd_run(const char *url, const char *cache) {
+static int cmd_run(const char *url, const char *cache, int alone) {
   replica_config cfg = {.poll_ms = 20, .cache_bytes = 1u << 20, .open_timeout_ms = 10000,
-                        .prefetch_max = 0, .cache_dir = cache, .hydrate = 1};
+                        .prefetch_max = 0, .cache_dir = cache, .hydrate = 1,
+                        .hydrate_alone = alone};
   replica *r = NULL;
   replica_view *v = NULL;
   ltx_error err = {0};
@@ -141,6 +145,7 @@ static int cmd_run(const char *url, const char *cache) {
   printf("ready %016" PRIx64 "\n", replica_view_txid(v));
   fflush(stdout);
   replica_view_release(v);
+  while (alone) pause(); /* the hydrator fills and applies */
   for (;;) { /* readers write through while the hydrator fills and applies */
     if (replica_latest(r, &v, &err) != LTX_OK) return die("latest", err.msg);
     for (int i = 0; i < 64; i++) {
@@ -215,9 +220,11 @@ done:
 
 int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "write") == 0) return cmd_write(argv[2], strtoull(argv[3], NULL, 10));
-  if (argc == 4 && strcmp(argv[1], "run") == 0) return cmd_run(argv[2], argv[3]);
+  if (argc >= 4 && strcmp(argv[1], "run") == 0)
+    return cmd_run(argv[2], argv[3], argc == 5 && strcmp(argv[4], "--alone") == 0);
   if (argc >= 4 && strcmp(argv[1], "check") == 0)
     return cmd_check(argv[2], argv[3], argc == 5 && strcmp(argv[4], "--offline") == 0);
-  fprintf(stderr, "usage: hydrate_crash write DIR T | run URL CACHE | check URL CACHE [--offline]\n");
+  fprintf(stderr, "usage: hydrate_crash write DIR T | run URL CACHE [--alone] | check URL CACHE "
+                  "[--offline]\n");
   return 2;
 }

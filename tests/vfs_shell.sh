@@ -936,7 +936,7 @@ if command -v node >/dev/null 2>&1 && [ -x "$REPLICA_COPY" ] && s3_env_start >"$
   out=$("$LTVFS" hydrate "$PROXY_MAIN&max-attempts=2" --cache-dir "$HYD_CACHE" -q 2>&1) && rc=0 || rc=$?
   check "ltvfs hydrate: exit 0" "$rc" 0
   check_contains "ltvfs hydrate: says where and at which TXID" "$out" "at TXID 000000000000000b"
-  # Answers cut in the middle of the fill's streamed runs (half a 4 MB body,
+  # Answers cut in the middle of the fill's streamed runs (half a 1 MB body,
   # then FIN; the index reads are smaller and pass): each is retried, its
   # bytes told again from 0, and the image is the restore's, page for page.
   sqlite3 "$WORK/big.db" "PRAGMA page_size = 4096; CREATE TABLE t(b BLOB);
@@ -944,7 +944,7 @@ if command -v node >/dev/null 2>&1 && [ -x "$REPLICA_COPY" ] && s3_env_start >"$
     INSERT INTO t SELECT randomblob(4000) FROM s;"
   "$LTVFS" import "$WORK/big.db" "file://$WORK/big-replica" >/dev/null
   "$REPLICA_COPY" "file://$WORK/big-replica" "s3://$S3_BUCKET/big?endpoint=$S3_ENDPOINT" >/dev/null
-  s3_fault truncate n=2 method=GET minsize=1000000 >/dev/null
+  s3_fault truncate n=2 method=GET minsize=500000 >/dev/null
   inj0=$(fault_injected)
   out=$("$LTVFS" hydrate "s3://$S3_BUCKET/big?endpoint=$S3_PROXY_ENDPOINT&retry-base-ms=20" \
     --cache-dir "$WORK/hydrate-cut" --timeout 60 -q 2>&1) && rc=0 || rc=$?
@@ -960,13 +960,22 @@ for x in (a, b):
 print('same' if a == b else 'differ: %d and %d bytes' % (len(a), len(b)))
 PY
 )" same
-  # A run that fails past the store's retries (two attempts, three cuts):
-  # `ltvfs hydrate` says so on stderr as it happens (it used to wait in
-  # silence), the hydrator tries again and finishes.
-  s3_fault truncate n=3 method=GET minsize=1000000 >/dev/null
-  out=$("$LTVFS" hydrate "s3://$S3_BUCKET/big?endpoint=$S3_PROXY_ENDPOINT&retry-base-ms=20&max-attempts=2" \
-    --cache-dir "$WORK/hydrate-warn" --timeout 60 -q 2>&1) && rc=0 || rc=$?
+  # Runs that fail past the store's retries (two attempts; every large GET
+  # cut until the warning is out): `ltvfs hydrate` says so on stderr as it
+  # happens (it used to wait in silence), the hydrator tries again and
+  # finishes once the store answers.
+  s3_fault truncate n=-1 method=GET minsize=500000 >/dev/null
+  "$LTVFS" hydrate "s3://$S3_BUCKET/big?endpoint=$S3_PROXY_ENDPOINT&retry-base-ms=20&max-attempts=2" \
+    --cache-dir "$WORK/hydrate-warn" --timeout 60 -q >"$WORK/hydrate-warn.out" 2>&1 &
+  hyd_pid=$!
+  for _ in $(seq 1 300); do # up to 30 s
+    grep -qs "(retrying)" "$WORK/hydrate-warn.out" && break
+    sleep 0.1
+  done
   s3_fault none >/dev/null
+  rc=0
+  wait "$hyd_pid" || rc=$?
+  out=$(cat "$WORK/hydrate-warn.out")
   check "ltvfs hydrate, a run failing past the retries: exit 0" "$rc" 0
   check_contains "ltvfs hydrate, a run failing past the retries: a warning on stderr naming the image" \
     "$out" "ltvfs: warning: s3://$S3_BUCKET/big"

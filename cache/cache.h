@@ -264,6 +264,11 @@ typedef struct replica_stat {
   ** early pass's (`ltvfs hydrate` into an empty image), and bytes (applies
   ** included) */
   uint64_t fill_runs, fill_runs_early, fill_bytes;
+  /* whether the database fits the image's budget (-1: not known yet), the
+  ** budget in bytes, and whether cache_max set it (else the free space) */
+  int image_fits;
+  uint64_t image_budget;
+  int image_budget_cache_max;
 } replica_stat;
 
 /* Finds or opens the replica of url (the store only; no I/O beyond what

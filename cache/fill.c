@@ -6,7 +6,10 @@
 **
 ** A pass walks the files of the map (a fill_cursor) and hands out runs:
 ** stretches of one file, sized for the pass so that the workers finish
-** together (size_runs). FILL_PARALLEL workers each take the next run and
+** together (run_target). A worker that finds none left takes the second
+** half of the largest run still in flight (steal_run), so that the pass
+** does not end with one connection busy and seven idle. FILL_PARALLEL
+** workers each take the next run and
 ** stream it (store_read_range_sink): frames are decoded as they arrive and
 ** written a stretch of consecutive pages at a time, so a worker decodes
 ** and writes while its own request is still on the wire, and holds no run
@@ -15,9 +18,13 @@
 ** short: download, decode and disk overlap. Workers stand aside while
 ** readers fetch (a reader's miss goes first).
 **
-** Locks: a pass's cursor is its job's mutex's; the image has its own write
-** mutex; r->mutex only to look at what the hydrator has queued. No lock is
-** held across a store call or a file write.
+** Locks: a pass's cursor is its job's mutex's. A run in flight is its
+** worker's slot's: the worker decodes each piece of it under the slot's
+** mutex, and a thief moves the run's end (run.hi) under it, never below
+** the frame the worker decodes next; the worker's read stops once its
+** frames are done. The image has its own write mutex; r->mutex only to
+** look at what the hydrator has queued. No lock is held across a store
+** call; a slot's is held across the image writes of one piece.
 */
 #include "config.h"
 
@@ -35,6 +42,9 @@
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
 #define FILL_STAGE_BYTES (256u << 10) /* a fill worker's bytes of frames cut short */
 #define FILL_SYNC_STEP_BYTES (4u << 20) /* written this much: the flusher syncs */
+#define STEAL_MIN_BYTES (2u << 20)   /* the least an idle worker takes of a run in flight */
+#define STOP_WORTH_BYTES (1u << 20)  /* a read whose run is done stops if this much is left
+                                     ** (less is read on: the connection is kept) */
 #define YIELD_MS 5                   /* fill pause while readers fetch */
 #define READERS_QUIET_MS 200         /* readers were busy this recently: one fill worker */
 
@@ -151,6 +161,12 @@ typedef struct fill_sync {
   atomic_int workers_done;  /* the flusher's signal to stop */
 } fill_sync;
 
+/* A worker's run in flight (a thief may take the end of it: steal_run). */
+typedef struct fill_slot {
+  pthread_mutex_t mu;      /* its writer decodes under it; a thief moves run->hi under it */
+  struct run_writer *w;    /* NULL: none */
+} fill_slot;
+
 typedef struct fill_job {
   replica *r;
   replica_view *v;          /* the map being filled (a reference held by the hydrator) */
@@ -160,6 +176,7 @@ typedef struct fill_job {
   int rc;                   /* the first failure (err says why); stops the others */
   ltx_error err;
   fill_sync sync;
+  fill_slot slots[FILL_PARALLEL];
 } fill_job;
 
 /* Whether the hydrator has better things to do than filling (closing, files
@@ -179,7 +196,9 @@ static int fill_interrupted(replica *r) {
 ** run. */
 typedef struct run_writer {
   replica *r;
-  const fill_run *run;
+  fill_run *run;      /* run->hi may move down (steal_run, under the slot's mutex) */
+  uint64_t read_end;  /* where the read ends, in bytes from the run's first frame */
+  uint64_t got;       /* bytes of the read told so far, from the same origin */
   uint8_t *stage;     /* bytes of the run from stage_at on, staged of them */
   size_t stage_cap, staged;
   uint64_t stage_at;  /* offset in the run of the first byte not decoded */
@@ -231,7 +250,7 @@ static int bufs_for(fill_bufs *b, uint32_t ps, ltx_error *err) {
   return LTX_OK;
 }
 
-static void writer_init(run_writer *w, replica *r, const fill_run *run, fill_bufs *b,
+static void writer_init(run_writer *w, replica *r, fill_run *run, fill_bufs *b,
                         ltx_error *werr) {
   *w = (run_writer){.r = r, .run = run, .stage = b->stage, .stage_cap = b->stage_cap,
                     .pages = b->pages, .pgnos = b->pgnos, .crcs = b->crcs, .chunk = b->chunk,
@@ -278,12 +297,22 @@ static size_t run_decode(run_writer *w, uint64_t at, const uint8_t *p, size_t le
   return (size_t)used;
 }
 
+/* Whether w's read, done with the run's frames, has enough left to be
+** worth stopping (which drops its connection). */
+static int run_stop(const run_writer *w) {
+  return w->rc != LTX_OK || (w->next >= w->run->hi && w->read_end > w->got + STOP_WORTH_BYTES);
+}
+
 /* store_sink: data holds bytes [at, at + n) of the run. Stops the read
-** once writing has failed (the rest would be thrown away). */
+** once writing has failed (the rest would be thrown away), or when the
+** run's frames are done and much of the read is left (another worker took
+** the rest of the run). */
 static int run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   run_writer *w = arg;
   uint64_t have = w->stage_at + w->staged; /* bytes of the run had so far */
-  if (at + n <= have) return w->rc != LTX_OK; /* a retry going over them again */
+  if (at + n > w->got) w->got = at + n;
+  if (at + n <= have || w->next >= w->run->hi) return run_stop(w); /* a retry going over
+                                                                   ** them again, or done */
   if (at > have) {                            /* cannot be: a store tells them in order */
     if (w->rc == LTX_OK)
       w->rc = ltx_error_set(w->err, LTX_ERR_IO, "%s: bytes of a run told out of order",
@@ -292,7 +321,7 @@ static int run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   }
   data += have - at;
   n -= (size_t)(have - at);
-  while (n > 0 && w->rc == LTX_OK) {
+  while (n > 0 && w->rc == LTX_OK && w->next < w->run->hi) {
     size_t used;
     if (w->staged == 0) { /* nothing cut short before: decode where they lie */
       used = run_decode(w, w->stage_at, data, n);
@@ -314,7 +343,125 @@ static int run_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
       w->rc = ltx_error_set(w->err, LTX_ERR_FRAME, "%s: a frame larger than %zu bytes",
                             w->run->f->key, w->stage_cap);
   }
-  return w->rc != LTX_OK;
+  return run_stop(w);
+}
+
+/* ---- runs in flight, and taking half of one ---- */
+
+static void slots_init(fill_slot *s) {
+  for (int i = 0; i < FILL_PARALLEL; i++) {
+    pthread_mutex_init(&s[i].mu, NULL);
+    s[i].w = NULL;
+  }
+}
+
+static void slots_destroy(fill_slot *s) {
+  for (int i = 0; i < FILL_PARALLEL; i++) pthread_mutex_destroy(&s[i].mu);
+}
+
+static void slot_set(fill_slot *s, run_writer *w) {
+  pthread_mutex_lock(&s->mu);
+  s->w = w;
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Bytes of the run in flight in s not decoded yet. Caller holds s->mu. */
+static uint64_t slot_left(const fill_slot *s) {
+  const run_writer *w = s->w;
+  if (w == NULL || w->rc != LTX_OK || w->next >= w->run->hi) return 0;
+  const ltx_page_entry *e = w->run->f->idx.entries;
+  return e[w->run->hi - 1].offset + e[w->run->hi - 1].size - e[w->next].offset;
+}
+
+/* The first index position of f whose frame starts at or after off. */
+static uint32_t first_frame_from(const rp_file *f, uint64_t off) {
+  uint32_t lo = 0, hi = (uint32_t)f->idx.n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (f->idx.entries[mid].offset < off) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* A run for an idle worker (self) when no run is left to hand out: the
+** second half of what the largest run in flight has not decoded yet, if
+** each half is worth a request (STEAL_MIN_BYTES). Its worker's read stops
+** where its run now ends. */
+static int steal_run(fill_slot *slots, int self, fill_run *out) {
+  int best = -1, got = 0;
+  uint64_t most = 0;
+  for (int i = 0; i < FILL_PARALLEL; i++) {
+    if (i == self) continue;
+    pthread_mutex_lock(&slots[i].mu);
+    uint64_t left = slot_left(&slots[i]);
+    pthread_mutex_unlock(&slots[i].mu);
+    if (left > most) {
+      most = left;
+      best = i;
+    }
+  }
+  if (best < 0 || most < 2 * (uint64_t)STEAL_MIN_BYTES) return 0;
+  fill_slot *s = &slots[best];
+  pthread_mutex_lock(&s->mu);
+  uint64_t left = slot_left(s);
+  if (left >= 2 * (uint64_t)STEAL_MIN_BYTES) {
+    run_writer *w = s->w;
+    uint32_t cut = first_frame_from(w->run->f, w->run->f->idx.entries[w->next].offset + left / 2);
+    if (cut > w->next && cut < w->run->hi) {
+      *out = (fill_run){w->run->f, cut, w->run->hi};
+      w->run->hi = cut;
+      got = 1;
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  return got;
+}
+
+/* store_sink of a run in flight in a slot: run_sink under the slot's mutex. */
+typedef struct slot_sink_arg {
+  fill_slot *slot;
+  run_writer *w;
+} slot_sink_arg;
+
+static int slot_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
+  slot_sink_arg *a = arg;
+  pthread_mutex_lock(&a->slot->mu);
+  int stop = run_sink(a->w, at, data, n);
+  pthread_mutex_unlock(&a->slot->mu);
+  return stop;
+}
+
+/* Streams run (one request) into the image as slot's run in flight (a
+** thief may take the end of it). Returns the store's failure; writing
+** that failed is logged here and sets *full (the image stopped growing:
+** not the fill's failure). */
+static int stream_run(replica *r, fill_slot *slot, fill_run *run, fill_bufs *bufs, int *full,
+                      ltx_error *err) {
+  const ltx_page_entry *e = run->f->idx.entries;
+  uint64_t off = e[run->lo].offset;
+  size_t len = (size_t)(e[run->hi - 1].offset + e[run->hi - 1].size - off);
+  ltx_error werr = {0};
+  run_writer w;
+  int rc = bufs_for(bufs, run->f->page_size, err);
+  if (rc != LTX_OK) return rc;
+  writer_init(&w, r, run, bufs, &werr);
+  w.read_end = len;
+  slot_sink_arg a = {slot, &w};
+  store_sink sink = {slot_sink, &a};
+  slot_set(slot, &w);
+  atomic_fetch_add(&r->fill_runs, 1);
+  rc = store_read_range_sink(r->st, run->f->key, off, len, &sink, err);
+  slot_set(slot, NULL);
+  if (rc == STORE_ERR_STOPPED && w.rc == LTX_OK) rc = LTX_OK; /* its end went to a thief */
+  run_flush(&w); /* (what was decoded is right, whatever became of the read) */
+  atomic_fetch_add(&r->hyd_bytes, w.got);
+  if (w.rc != LTX_OK) {
+    rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, werr.msg);
+    *full = 1;
+    return LTX_OK;
+  }
+  return rc;
 }
 
 /* What a worker saw of the readers: the image's hits, and when they last
@@ -358,38 +505,26 @@ static void *fill_worker(void *arg) {
   if (rc != LTX_OK) goto out;
   for (;;) {
     fill_run run;
+    int got = 0, full = 0;
     /* Readers first: nobody fills while one fetches, and while readers
     ** are busy (a scan) only the first worker does, so the fill's buffers
     ** and requests stay out of their way. */
     while ((atomic_load(&r->readers_fetching) > 0 || (self > 0 && readers_busy(r, &seen))) &&
            !atomic_load(&j->sync.over) && !fill_interrupted(r))
       rp_sleep_ms(YIELD_MS);
-    if (atomic_load(&j->sync.over) || fill_interrupted(r)) break;
+    if (fill_interrupted(r)) break;
     pthread_mutex_lock(&j->mu);
-    int got = j->rc == LTX_OK && next_run(r, j->v, j->cur, &run);
-    if (got) j->found = 1;
-    else atomic_store(&j->sync.over, 1);
+    if (j->rc == LTX_OK && !atomic_load(&j->sync.over)) {
+      got = next_run(r, j->v, j->cur, &run);
+      if (got) j->found = 1;
+      else atomic_store(&j->sync.over, 1);
+    }
+    int failed = j->rc != LTX_OK;
     pthread_mutex_unlock(&j->mu);
+    if (!got && !failed) got = steal_run(j->slots, self, &run);
     if (!got) break;
-    const ltx_page_entry *e = run.f->idx.entries;
-    uint64_t off = e[run.lo].offset;
-    size_t len = (size_t)(e[run.hi - 1].offset + e[run.hi - 1].size - off);
-    ltx_error werr = {0};
-    run_writer w;
-    writer_init(&w, r, &run, &bufs, &werr);
-    store_sink sink = {run_sink, &w};
-    atomic_fetch_add(&r->fill_runs, 1);
-    rc = store_read_range_sink(r->st, run.f->key, off, len, &sink, &err);
-    if (rc == LTX_OK) {
-      atomic_fetch_add(&r->hyd_bytes, len);
-      run_flush(&w);
-    }
-    if (w.rc != LTX_OK) { /* the sink stopped the read, or the last write failed */
-      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, werr.msg);
-      rc = LTX_OK; /* the image stopped growing; that is not the fill's failure */
-      break;
-    }
-    if (rc != LTX_OK) break;
+    rc = stream_run(r, &j->slots[self], &run, &bufs, &full, &err);
+    if (rc != LTX_OK || full) break;
   }
 out:
   if (rc != LTX_OK) {
@@ -425,6 +560,7 @@ static void *fill_flusher(void *arg) {
 
 int rp_fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_error *err) {
   fill_job j = {.r = r, .v = v, .cur = cur, .rc = LTX_OK, .sync = {.img = r->img}};
+  slots_init(j.slots);
   fill_worker_arg args[FILL_PARALLEL];
   pthread_t th[FILL_PARALLEL], flusher;
   int started[FILL_PARALLEL] = {0}, flushing;
@@ -441,6 +577,7 @@ int rp_fill_some(replica *r, replica_view *v, fill_cursor *cur, int *found, ltx_
   atomic_store(&j.sync.workers_done, 1);
   if (flushing) pthread_join(flusher, NULL);
   pthread_mutex_destroy(&j.mu);
+  slots_destroy(j.slots);
   if (j.found) *found = 1;
   if (j.rc != LTX_OK) *err = j.err;
   return j.rc;
@@ -499,12 +636,18 @@ struct fill_early {
   int nthreads, flushing;
   atomic_int wrote;          /* some run wrote pages */
   atomic_int failures;       /* reads that failed (the first is logged as a warning) */
+  fill_slot slots[FILL_PARALLEL]; /* the runs in flight, once their frames are known */
+  struct early_worker_arg {
+    struct fill_early *x;
+    int self;
+  } args[FILL_PARALLEL];
 };
 
 /* One read of an early run: what it asked, and once the map is known which
 ** of its bytes are the run's frames. */
 typedef struct early_read {
   struct fill_early *x;
+  fill_slot *slot;           /* its worker's */
   const early_run *er;
   uint64_t base, len;        /* the read: bytes [base, base + len) of the file */
   int resolved;              /* 0 not yet, 1 writing, -1 nothing to write (stopped) */
@@ -521,17 +664,6 @@ static void early_wait_gate(struct fill_early *x) {
   pthread_mutex_lock(&x->mu);
   while (!x->gate && atomic_load(&x->state) == EARLY_WAITING) pthread_cond_wait(&x->cond, &x->mu);
   pthread_mutex_unlock(&x->mu);
-}
-
-/* The first index position of f whose frame starts at or after off. */
-static uint32_t first_frame_from(const rp_file *f, uint64_t off) {
-  uint32_t lo = 0, hi = (uint32_t)f->idx.n;
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (f->idx.entries[mid].offset < off) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 /* Finds the run's frames in the map's file (the map is known): 1, or 0
@@ -552,6 +684,8 @@ static int early_resolve(early_read *rd) {
   rd->skip = e[lo].offset - rd->base;
   rd->end = e[hi - 1].offset + e[hi - 1].size - rd->base;
   writer_init(&rd->w, rd->x->r, &rd->run, rd->bufs, &rd->werr);
+  rd->w.read_end = rd->len - rd->skip;
+  slot_set(rd->slot, &rd->w); /* from here a thief may take the end of it */
   return 1;
 }
 
@@ -568,18 +702,33 @@ static int early_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
     rd->resolved = atomic_load(&x->state) == EARLY_READY && early_resolve(rd) ? 1 : -1;
   }
   if (rd->resolved < 0 || atomic_load(&x->state) == EARLY_ABORTED) return 1;
-  if (at + n <= rd->skip || at >= rd->end) return 0; /* before its first frame, or past its last */
+  if (at + n <= rd->skip) return 0; /* before its first frame */
   if (at < rd->skip) {
     data += rd->skip - at;
     n -= (size_t)(rd->skip - at);
     at = rd->skip;
   }
-  if (at + n > rd->end) n = (size_t)(rd->end - at);
-  return run_sink(&rd->w, at - rd->skip, data, n);
+  slot_sink_arg a = {rd->slot, &rd->w};
+  return slot_sink(&a, at - rd->skip, data, n); /* (past its last frame: run_sink's to stop) */
+}
+
+/* Once the early runs are all taken and the map is known, a worker takes
+** the ends of runs still in flight (steal_run) as any fill worker does. */
+static void early_steal(struct fill_early *x, int self, fill_bufs *bufs) {
+  replica *r = x->r;
+  fill_run run;
+  int full = 0;
+  ltx_error err = {0};
+  while (atomic_load(&x->state) == EARLY_READY && !fill_interrupted(r) &&
+         steal_run(x->slots, self, &run)) {
+    atomic_fetch_add(&r->fill_runs_early, 1);
+    if (stream_run(r, &x->slots[self], &run, bufs, &full, &err) != LTX_OK || full) break;
+  }
 }
 
 static void *early_worker(void *arg) {
-  struct fill_early *x = arg;
+  struct fill_early *x = ((struct early_worker_arg *)arg)->x;
+  int self = ((struct early_worker_arg *)arg)->self;
   replica *r = x->r;
   fill_bufs bufs = {0};
   early_wait_gate(x);
@@ -587,11 +736,13 @@ static void *early_worker(void *arg) {
     size_t i = atomic_fetch_add(&x->next, 1);
     if (i >= x->n) {
       atomic_store(&x->sync.over, 1);
+      early_steal(x, self, &bufs);
       break;
     }
     int state = atomic_load(&x->state);
     if (state == EARLY_ABORTED || (state == EARLY_READY && fill_interrupted(r))) break;
-    early_read rd = {.x = x, .er = &x->runs[i], .bufs = &bufs, .base = x->runs[i].a};
+    early_read rd = {.x = x, .slot = &x->slots[self], .er = &x->runs[i], .bufs = &bufs,
+                     .base = x->runs[i].a};
     rd.len = x->runs[i].b - rd.base + ltx_frame_max_size(EARLY_OVERSHOOT_MAX_PAGE);
     if (rd.base + rd.len > rd.er->meta.size) rd.len = rd.er->meta.size - rd.base;
     if (state == EARLY_READY) { /* the map is known: ask for exactly the run's frames */
@@ -610,8 +761,10 @@ static void *early_worker(void *arg) {
     atomic_fetch_add(&r->fill_runs, 1);
     atomic_fetch_add(&r->fill_runs_early, 1);
     int rc = store_read_range_sink(r->st, key, rd.base, (size_t)rd.len, &sink, &err);
-    if (rd.resolved == 1 && rc == LTX_OK) {
-      atomic_fetch_add(&r->hyd_bytes, rd.len);
+    slot_set(rd.slot, NULL);
+    if (rd.resolved == 1) {
+      if (rc == STORE_ERR_STOPPED && rd.w.rc == LTX_OK) rc = LTX_OK; /* its end went to a thief */
+      atomic_fetch_add(&r->hyd_bytes, rd.w.got);
       run_flush(&rd.w);
       if (rd.w.next > rd.run.lo) atomic_store(&x->wrote, 1);
     }
@@ -654,6 +807,7 @@ static int early_end(struct fill_early *x, int state, replica_view *v) {
   if (x->v) replica_view_release(x->v);
   pthread_mutex_destroy(&x->mu);
   pthread_cond_destroy(&x->cond);
+  slots_destroy(x->slots);
   free(x->runs);
   free(x);
   return wrote;
@@ -694,8 +848,11 @@ void rp_fill_early_start(replica *r, const store_ltx_file *files, size_t n) {
   atomic_init(&x->sync.workers_done, 0);
   pthread_mutex_init(&x->mu, NULL);
   pthread_cond_init(&x->cond, NULL);
-  for (int i = 0; i < FILL_PARALLEL; i++)
-    if (pthread_create(&x->th[x->nthreads], NULL, early_worker, x) == 0) x->nthreads++;
+  slots_init(x->slots);
+  for (int i = 0; i < FILL_PARALLEL; i++) {
+    x->args[i] = (struct early_worker_arg){x, i};
+    if (pthread_create(&x->th[x->nthreads], NULL, early_worker, &x->args[i]) == 0) x->nthreads++;
+  }
   x->flushing = pthread_create(&x->flusher, NULL, fill_flusher, &x->sync) == 0;
   pthread_mutex_lock(&r->mutex);
   r->img_early = x;

@@ -70,10 +70,15 @@ static int budget_fits(replica *r, uint64_t commit, uint32_t page_size) {
            : s.held * page_size + (free_bytes > reserve ? free_bytes - reserve : 0);
   if (r->cfg.cache_max && r->cfg.cache_max < budget) budget = r->cfg.cache_max;
   cache_image_set_budget(r->img, budget >= need ? UINT64_MAX : budget);
+  atomic_store(&r->img_budget, budget);
+  atomic_store(&r->img_budget_cache_max, r->cfg.cache_max && r->cfg.cache_max == budget);
+  int was = atomic_exchange(&r->img_fits, budget >= need);
   if (budget < need) {
-    rp_log(REPLICA_LOG_WARN, "%s: the local image gets %" PRIu64 " bytes (%s) of the %" PRIu64
-           " the database takes: it is cached partially, as it is read", r->url, budget,
-           r->cfg.cache_max && r->cfg.cache_max == budget ? "cache_max" : "free disk space", need);
+    if (was != 0) /* (said once, not at every look) */
+      rp_log(REPLICA_LOG_WARN, "%s: the local image gets %" PRIu64 " bytes (%s) of the %" PRIu64
+             " the database takes: it is cached partially, as it is read", r->url, budget,
+             r->cfg.cache_max && r->cfg.cache_max == budget ? "cache_max" : "free disk space",
+             need);
     return 0;
   }
   return 1;

@@ -521,6 +521,7 @@ int replica_acquire(const char *url, const replica_config *cfg, replica **out,
   pthread_cond_init(&r->cond, NULL);
   pthread_cond_init(&r->hyd_cond, NULL);
   atomic_init(&r->last_poll_ok_ms, -1);
+  atomic_init(&r->img_fits, -1);
   rp_image_open(r);
   r->refs = 1;
   r->next = g_replicas;
@@ -642,6 +643,9 @@ void replica_stats(replica *r, replica_stat *out) {
   out->fill_runs = atomic_load(&r->fill_runs);
   out->fill_runs_early = atomic_load(&r->fill_runs_early);
   out->fill_bytes = atomic_load(&r->hyd_bytes);
+  out->image_fits = atomic_load(&r->img_fits);
+  out->image_budget = atomic_load(&r->img_budget);
+  out->image_budget_cache_max = atomic_load(&r->img_budget_cache_max);
 }
 
 int64_t replica_lag_seconds(replica *r) {

@@ -141,6 +141,9 @@ struct replica {
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
   atomic_uint_fast64_t fill_runs, fill_runs_early; /* replica_stat's */
+  atomic_int img_fits;          /* replica_stat's image_fits (budget_fits) */
+  atomic_int img_budget_cache_max;
+  atomic_uint_fast64_t img_budget;
   atomic_uint fill_decode_failures; /* frames the fill could not decode */
 
   store_counters io;            /* requests and bytes, counted by the store */

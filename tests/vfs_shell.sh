@@ -389,6 +389,28 @@ rc=0
 out=$("$LTVFS" hydrate "$MAIN_URL" --cache-dir "$PIN_CACHE" -q 2>&1) || rc=$?
 check "ltvfs hydrate (latest) on the image at 5: exit 0" "$rc" 0
 check_contains "ltvfs hydrate (latest) on the image at 5: moved it forward to b" "$out" "at TXID 000000000000000b"
+# A database larger than the image may take (--cache-max, LTVFS_CACHE_MAX,
+# or the free space) fails at once, saying so (it used to wait for
+# --timeout, an hour by default, with nothing to do).
+rc=0
+t1=$(now_ms)
+out=$("$LTVFS" hydrate "$MAIN_URL" --cache-dir "$WORK/hyd-small" --cache-max 100K -q 2>&1) || rc=$?
+t2=$(now_ms)
+check "ltvfs hydrate --cache-max 100K (main@b is 236 KiB): exit 1" "$rc" 1
+check_contains "ltvfs hydrate --cache-max 100K: says it does not fit, and why" "$out" \
+  "the database (241664 bytes) does not fit in the local image's 102400 bytes (--cache-max"
+check_le "ltvfs hydrate --cache-max 100K: fails at once (ms)" $((t2 - t1)) 5000
+rc=0
+out=$(LTVFS_CACHE_MAX=200K "$LTVFS" hydrate "$MAIN_URL" --cache-dir "$WORK/hyd-small2" -q 2>&1) || rc=$?
+check "ltvfs hydrate, LTVFS_CACHE_MAX=200K: exit 1" "$rc" 1
+check_contains "ltvfs hydrate, LTVFS_CACHE_MAX=200K: does not fit" "$out" "does not fit in the local image's 204800 bytes"
+rc=0
+out=$(LTVFS_CACHE_MAX=1M "$LTVFS" hydrate "$MAIN_URL" --cache-dir "$WORK/hyd-small3" -q 2>&1) || rc=$?
+check "ltvfs hydrate, LTVFS_CACHE_MAX=1M (it fits): exit 0" "$rc" 0
+rc=0
+out=$("$LTVFS" hydrate "$MAIN_URL" --cache-dir "$WORK/hyd-small4" --cache-max 12Q 2>&1) || rc=$?
+check "ltvfs hydrate --cache-max 12Q: usage error" "$rc" 2
+check_contains "ltvfs hydrate --cache-max 12Q: names it" "$out" "12Q: not a size"
 rc=0
 out=$(LITESTREAM_CACHE_DIR=off "$LTVFS" hydrate "$MAIN_URL" -q 2>&1) || rc=$?
 check "ltvfs hydrate, LITESTREAM_CACHE_DIR=off: exit 1" "$rc" 1

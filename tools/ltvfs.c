@@ -111,7 +111,8 @@ static const char usage_ltx_verify[] =
     "exits 0 only when every file is valid (3 otherwise).\n";
 
 static const char usage_hydrate[] =
-    "usage: ltvfs hydrate URL [--cache-dir DIR] [--txid HEX] [--timeout SECONDS] [-q]\n"
+    "usage: ltvfs hydrate URL [--cache-dir DIR] [--cache-max SIZE] [--txid HEX]\n"
+    "                         [--timeout SECONDS] [-q]\n"
     "\n"
     "Fills the local image of the replica at URL, the cache the litestream VFS\n"
     "reads from, so an application that opens it next serves every page from\n"
@@ -120,7 +121,9 @@ static const char usage_hydrate[] =
     "is no cache to fill), else LITESTREAM_HYDRATION_PATH + \".ltvfs\", else\n"
     "$XDG_CACHE_HOME/ltvfs, else ~/.cache/ltvfs, else $TMPDIR/ltvfs-UID. Prints the\n"
     "image's directory and TXID when done; shows a progress bar on a terminal.\n"
-    "Fails after SECONDS (default 3600).\n"
+    "Fails after SECONDS (default 3600), and at once when the database does not\n"
+    "fit: the image never takes more than SIZE (bytes, or 512M, 10G; default\n"
+    "LTVFS_CACHE_MAX, as for the VFS) nor the free space of DIR less a reserve.\n"
     "\n"
     "  --txid HEX   the image at exactly this TXID, for applications that open\n"
     "               ?txid=HEX (their pages are then read from disk; the open\n"
@@ -634,13 +637,15 @@ static int cmd_ltx_verify(int argc, char **argv) {
 
 static int cmd_hydrate(int argc, char **argv) {
   static const struct option opts[] = {{"cache-dir", required_argument, NULL, 'c'},
+                                       {"cache-max", required_argument, NULL, 'm'},
                                        {"timeout", required_argument, NULL, 't'},
                                        {"txid", required_argument, NULL, 'x'},
                                        {"quiet", no_argument, NULL, 'q'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   char root[1024];
-  const char *dir = NULL;
+  const char *dir = NULL, *max_arg = getenv("LTVFS_CACHE_MAX");
+  long long cache_max = 0;
   long timeout_s = 3600;
   uint64_t txid = 0;
   int quiet = 0, c, status = EXIT_OK, rc;
@@ -654,6 +659,7 @@ static int cmd_hydrate(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "c:t:qh", opts, NULL)) != -1) {
     switch (c) {
     case 'c': dir = optarg; break;
+    case 'm': max_arg = optarg; break;
     case 't': {
       char *end;
       timeout_s = strtol(optarg, &end, 10);
@@ -670,6 +676,8 @@ static int cmd_hydrate(int argc, char **argv) {
     }
   }
   if (optind != argc - 1) return usage_error(usage_hydrate, "hydrate takes one URL%s", "");
+  if (max_arg != NULL && *max_arg && (cache_max = vfs_parse_size(max_arg)) < 0)
+    return usage_error(usage_hydrate, "--cache-max (or LTVFS_CACHE_MAX) %s: not a size", max_arg);
   if (dir == NULL) {
     /* the VFS's own choice, so that what is filled here is what it reads */
     if (vfs_cache_root(NULL, NULL, root, sizeof(root), &err) != LTX_OK) return report(&err);
@@ -683,7 +691,8 @@ static int cmd_hydrate(int argc, char **argv) {
   /* pinned: no poller, so the image stays at the TXID asked */
   replica_config cfg = {.poll_ms = txid ? 0 : 1000, .cache_bytes = 8u << 20,
                         .open_timeout_ms = 10000, .prefetch_max = 4u << 20, .cache_dir = dir,
-                        .hydrate = 1, .hydrate_alone = 1, .open_txid = txid};
+                        .cache_max = (uint64_t)cache_max, .hydrate = 1, .hydrate_alone = 1,
+                        .open_txid = txid};
   bar.enabled = !quiet && isatty(STDERR_FILENO);
   rc = replica_acquire(argv[optind], &cfg, &r, &err);
   if (rc == LTX_OK) rc = replica_latest(r, &v, &err);
@@ -712,6 +721,14 @@ static int cmd_hydrate(int argc, char **argv) {
     uint64_t pages = st.image_commit ? st.image_commit : replica_view_commit(v);
     progress_draw(&bar, st.image.held < pages ? st.image.held : pages, pages);
     if (st.hydrate_phase == REPLICA_HYDRATE_DONE && st.image_txid >= want) break;
+    if (st.image_fits == 0) {
+      rc = ltx_error_set(&err, CACHE_ERR_IO, "the database (%" PRIu64 " bytes) does not fit in the "
+                         "local image's %" PRIu64 " bytes (%s): nothing was filled (an application "
+                         "reading it caches it partially, as it reads)", pages * replica_view_page_size(v),
+                         st.image_budget, st.image_budget_cache_max ? "--cache-max / LTVFS_CACHE_MAX"
+                         : "the free space in the cache directory, less a reserve");
+      goto out;
+    }
     if (st.image.disabled) {
       rc = ltx_error_set(&err, CACHE_ERR_IO, "the local image stopped growing (disk full?) at "
                          "%" PRIu64 " of %" PRIu64 " pages", st.image.held, pages);

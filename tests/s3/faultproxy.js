@@ -29,17 +29,20 @@
 //              as from a server or cache that ignores Range (the body is
 //              still the range's: a client must not take it for the object
 //              from byte 0)
+//   slow       forward; send the body at `rate` bytes a second (64 KiB at a
+//              time), as a straggling request; a client that closes before
+//              the end is counted in the stats' slowClosed
 //   listsize   forward; in a ListObjectsV2 answer, report every object whose
 //              key contains `key` with <Size> `size` (a server that lists an
 //              upload in progress, or a stale listing); one per listing
 //   none       pass everything through
-// reset and truncate only count responses that have a body to cut, of at
+// reset, truncate and slow only count responses that have a body, of at
 // least `minsize` bytes when given.
 // Filters: `method` (e.g. GET) and `match` (substring of the request path).
 //
 // Control (on the proxy's own port, plain unsigned GETs; "__fault" cannot be
 // an S3 bucket name, so it never collides with a forwarded request):
-//   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500][&minsize=N]
+//   GET /__fault/set?mode=503&n=3[&method=GET][&match=x][&ms=200][&code=500][&minsize=N][&rate=N]
 //                   [&key=K&size=N]  (listsize)
 //   GET /__fault/clear      back to pass-through, counters kept
 //   GET /__fault/stats      {"requests":N,"injected":N,"connections":N,"mode":"...",...}
@@ -69,9 +72,9 @@ if (!upHost || !upPort) {
 const port = Number(opt('--port', process.env.FAULT_PORT || 0));
 const parentPid = Number(opt('--parent-pid', 0));
 
-const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate', 'listsize', 'as200']);
+const MODES = new Set(['none', '503', '429', 'status', 'latency', 'reset', 'truncate', 'slow', 'listsize', 'as200']);
 let fault = { mode: 'none', left: 0, ms: 0, code: 500, method: '', match: '', key: '', size: 0 };
-const stats = { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' };
+const stats = { requests: 0, injected: 0, connections: 0, slowClosed: 0, lastProxyUrl: '', lastConnect: '' };
 
 function setFault(p) {
   const mode = p.mode || 'none';
@@ -86,6 +89,7 @@ function setFault(p) {
     key: p.key || '',
     size: Number(p.size || 0),
     minsize: Number(p.minsize || 0),
+    rate: Number(p.rate || 1048576),
   };
 }
 if (process.env.FAULT_MODE) {
@@ -156,7 +160,8 @@ function forward(req, res, f) {
       rewriteSizes(upRes, res, f);
       return;
     }
-    const cut = f && (f.mode === 'reset' || f.mode === 'truncate') && req.method !== 'HEAD';
+    const cut = f && (f.mode === 'reset' || f.mode === 'truncate' || f.mode === 'slow') &&
+      req.method !== 'HEAD';
     if (!cut) {
       res.writeHead(upRes.statusCode, strip(upRes.headers));
       upRes.pipe(res);
@@ -179,6 +184,21 @@ function forward(req, res, f) {
       delete headers['transfer-encoding'];
       headers['content-length'] = String(body.length);
       res.writeHead(upRes.statusCode, headers);
+      if (f.mode === 'slow') {
+        const piece = 65536;
+        let off = 0;
+        res.on('close', () => { if (off < body.length) stats.slowClosed++; });
+        const step = () => {
+          if (res.destroyed) return;
+          const n = Math.min(piece, body.length - off);
+          res.write(body.subarray(off, off + n));
+          off += n;
+          if (off >= body.length) res.end();
+          else setTimeout(step, Math.max(1, Math.round((piece * 1000) / f.rate)));
+        };
+        step();
+        return;
+      }
       res.write(body.subarray(0, half), () => {
         const sock = res.socket;
         if (!sock) return;
@@ -209,7 +229,7 @@ const server = http.createServer((req, res) => {
       else if (cmd === 'clear') setFault({ mode: 'none' });
       else if (cmd === 'reset-stats') {
         epoch++;
-        Object.assign(stats, { requests: 0, injected: 0, connections: 0, lastProxyUrl: '', lastConnect: '' });
+        Object.assign(stats, { requests: 0, injected: 0, connections: 0, slowClosed: 0, lastProxyUrl: '', lastConnect: '' });
       }
       else if (cmd !== 'stats') throw new Error(`unknown control '${cmd}'`);
       res.writeHead(200, { 'content-type': 'application/json' });

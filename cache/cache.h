@@ -285,7 +285,9 @@ const char *replica_url(const replica *r);
 int replica_latest(replica *r, replica_view **out, ltx_error *err);
 /* A view pinned at exactly txid (non-zero), or at the newest state whose
 ** files are all strictly older than time_ms (time_ms >= 0). Fresh listing;
-** STORE_ERR_TXID_UNAVAILABLE names the nearest available TXIDs. */
+** STORE_ERR_TXID_UNAVAILABLE names the nearest available TXIDs. When the
+** store does not answer, a local image at exactly txid (ltvfs hydrate
+** --txid) serves the view, if nothing in this process moves the image. */
 int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **out,
                     ltx_error *err);
 void replica_view_ref(replica_view *v);

@@ -313,25 +313,11 @@ static int replay_staged(replica *r, ltx_error *err) {
   return rc;
 }
 
-replica_view *rp_image_view(replica *r) {
-  replica_view *v = NULL;
-  ltx_error err = {0};
-  if (r->img == NULL || r->img_meta.txid == 0 || r->img_meta.page_size == 0) return NULL;
-  if (r->img_meta.applying.level == REBASE_MARK) {
-    rp_log(REPLICA_LOG_WARN, "%s: the local image was being rebased when the last process "
-           "stopped; starting it afresh", r->url);
-    goto discard;
-  }
-  if (r->img_meta.applying.level >= 0) {
-    if (replay_staged(r, &err) != LTX_OK) {
-      rp_log(REPLICA_LOG_WARN, "%s: replaying the staged file of the local image failed (%s); "
-             "starting it afresh", r->url, err.msg);
-      goto discard;
-    }
-    rp_log(REPLICA_LOG_INFO, "%s: replayed the file being applied when the last process stopped "
-           "(now at TXID %016" PRIx64 ")", r->url, r->img_meta.txid);
-  }
-  v = rp_view_new();
+/* The view of the record's map, at the meta's TXID: files named by the
+** record, loaded when a page the image does not hold is needed. NULL when
+** out of memory (logged). */
+static replica_view *record_view(replica *r) {
+  replica_view *v = rp_view_new();
   if (v == NULL) return NULL;
   v->txid = r->img_meta.txid;
   v->commit = r->img_meta.commit;
@@ -358,6 +344,46 @@ replica_view *rp_image_view(replica *r) {
     }
     rp_file_release(f);
   }
+  pthread_mutex_unlock(&r->mutex);
+  return v;
+nomem:
+  rp_log(REPLICA_LOG_ERROR, "%s: out of memory building the view of the local image", r->url);
+  replica_view_release(v);
+  return NULL;
+}
+
+replica_view *rp_image_pinned_view(replica *r, uint64_t txid) {
+  replica_view *v = NULL;
+  pthread_mutex_lock(&r->mutex);
+  int quiet = !r->hydrator_started;
+  pthread_mutex_unlock(&r->mutex);
+  if (quiet && r->img != NULL && r->img_meta.txid == txid && r->img_meta.page_size != 0 &&
+      r->img_meta.applying.level == -1)
+    v = record_view(r);
+  return v;
+}
+
+replica_view *rp_image_view(replica *r) {
+  replica_view *v = NULL;
+  ltx_error err = {0};
+  if (r->img == NULL || r->img_meta.txid == 0 || r->img_meta.page_size == 0) return NULL;
+  if (r->img_meta.applying.level == REBASE_MARK) {
+    rp_log(REPLICA_LOG_WARN, "%s: the local image was being rebased when the last process "
+           "stopped; starting it afresh", r->url);
+    goto discard;
+  }
+  if (r->img_meta.applying.level >= 0) {
+    if (replay_staged(r, &err) != LTX_OK) {
+      rp_log(REPLICA_LOG_WARN, "%s: replaying the staged file of the local image failed (%s); "
+             "starting it afresh", r->url, err.msg);
+      goto discard;
+    }
+    rp_log(REPLICA_LOG_INFO, "%s: replayed the file being applied when the last process stopped "
+           "(now at TXID %016" PRIx64 ")", r->url, r->img_meta.txid);
+  }
+  v = record_view(r);
+  if (v == NULL) return NULL;
+  pthread_mutex_lock(&r->mutex);
   /* The poller goes on listing after the file that ended at H, not after
   ** what an earlier poller had listed: that may be ahead of H (files seen
   ** but not applied to the image yet), and listing after it would skip the
@@ -376,10 +402,6 @@ replica_view *rp_image_view(replica *r) {
   rp_log(REPLICA_LOG_INFO, "%s: opened from the local image at TXID %016" PRIx64 " (%" PRIu64
          " of %u pages held)", r->url, v->txid, is.held, v->commit);
   return v;
-nomem:
-  rp_log(REPLICA_LOG_ERROR, "%s: out of memory building the view of the local image", r->url);
-  replica_view_release(v);
-  return NULL;
 discard:
   if (cache_image_reset(r->img, 0, &err) != LTX_OK) {
     rp_log(REPLICA_LOG_WARN, "%s: %s; no local image", r->url, err.msg);

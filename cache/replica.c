@@ -89,14 +89,37 @@ static int plan_view(replica *r, const store_ltx_list *all, uint64_t txid, int64
   return rc;
 }
 
-int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **out,
-                    ltx_error *err) {
+/* A view at txid or time_ms from a fresh listing; with from_image, a local
+** image at exactly txid serves when the store does not answer (an open;
+** a re-plan needs what the store holds now). */
+static int view_at(replica *r, uint64_t txid, int64_t time_ms, int from_image,
+                   replica_view **out, ltx_error *err) {
   store_ltx_list all = {0};
   int rc = rp_list_all(r, &all, err);
-  if (rc == LTX_OK) rc = plan_view(r, &all, txid, time_ms, out, err);
+  if (rc == LTX_OK) {
+    rc = plan_view(r, &all, txid, time_ms, out, err);
+  } else if (txid != 0 && from_image) {
+    /* The store does not answer: a local image at exactly that TXID
+    ** (ltvfs hydrate --txid) serves it, as a warm open serves the latest.
+    ** (init_mutex: no first open replays or rebuilds the image meanwhile.) */
+    pthread_mutex_lock(&r->init_mutex);
+    replica_view *v = rp_image_pinned_view(r, txid);
+    pthread_mutex_unlock(&r->init_mutex);
+    if (v != NULL) {
+      rp_log(REPLICA_LOG_WARN, "%s: opened TXID %016" PRIx64 " from the local image: the store "
+             "did not answer (%s)", r->url, txid, err->msg);
+      *out = v;
+      rc = LTX_OK;
+    }
+  }
   if (rc != LTX_OK) ltx_error_prefix(err, "%s", r->url);
   store_ltx_list_free(&all);
   return rc;
+}
+
+int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **out,
+                    ltx_error *err) {
+  return view_at(r, txid, time_ms, 1, out, err);
 }
 
 
@@ -460,7 +483,7 @@ int replica_read_page(replica *r, replica_view *v, uint32_t pgno, uint8_t *out,
   /* A file of the view is gone: compaction and retention replaced it. The
   ** same TXID rebuilt from what the store holds now serves the same bytes. */
   rp_log(REPLICA_LOG_WARN, "%s: %s; re-planning TXID %016" PRIx64, r->url, err->msg, cur->txid);
-  rc = replica_view_at(r, cur->txid, -1, &fresh, err);
+  rc = view_at(r, cur->txid, -1, 0, &fresh, err);
   if (rc != LTX_OK) {
     ltx_error_prefix(err, "a file of TXID %016" PRIx64 " vanished and re-planning failed",
                      cur->txid);

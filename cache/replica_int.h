@@ -232,6 +232,10 @@ void rp_image_open(replica *r);
 /* The first view from the local image (warm open, no store I/O), or NULL
 ** when the image has none. Replays a staged apply first. */
 replica_view *rp_image_view(replica *r);
+/* A view at txid from the local image when it is at exactly txid and
+** nothing in this process moves it (no hydrator yet, no apply staged), or
+** NULL: a pinned open while the store does not answer. */
+replica_view *rp_image_pinned_view(replica *r, uint64_t txid);
 /* Starts the hydrator thread (once; after the first view is published). */
 void rp_hydrator_start(replica *r);
 /* The poller published view after applying files[0..n) on top of the

@@ -1029,6 +1029,9 @@ PY
   check_le "ltvfs hydrate, a straggling run: well under the straggler's 13 s (ms)" $((t2 - t1)) 9500
   check "ltvfs hydrate, a straggling run: the image equals the database" \
     "$(same_as_db "$WORK"/hydrate-steal/*/image "$WORK/big40.db")" same
+  PIN_S3_CACHE=$WORK/hyd-pin-s3
+  out=$("$LTVFS" hydrate "$PROXY_MAIN&max-attempts=2" --txid 5 --cache-dir "$PIN_S3_CACHE" -q 2>&1) && rc=0 || rc=$?
+  check "ltvfs hydrate --txid 5 over S3: exit 0" "$rc" 0
   s3_fault 503 -1 >/dev/null
   inj0=$(fault_injected)
   t1=$(now_ms)
@@ -1049,6 +1052,23 @@ PY
   check "S3 down, local image: lag grows, polls fail, nothing fetched" "$(r lag)" "1|1|0"
   if [ $(($(fault_injected) - inj0)) -ge 1 ]; then ok "S3 down, local image: the store really was failing"; else notok "S3 down, local image: the store really was failing"; fi
   check_le "S3 down, local image: all within 15 s (ms)" $((t2 - t1)) 15000
+  # A pinned open at the TXID of an image `ltvfs hydrate --txid` made
+  # (hydrated while the store answered, next to the fault above): with the
+  # store down it opens from the image and serves main@5 from disk; at a
+  # TXID the image is not at it fails, naming the store's failure.
+  run_parts -a "$(
+    echo ".open '$(uri s3pin "$PROXY_MAIN&max-attempts=2" txid=5 cache_dir="$PIN_S3_CACHE")'"
+    P pagg "$TAGG"
+    P pmiss "SELECT json_extract(ltvfs_stats(), '\$.image_misses'), json_extract(ltvfs_stats(), '\$.bytes_fetched');"
+  )"
+  check "S3 down, ?txid=5 on the image at 5: main@5 from the image" "$(r pagg)" "$(exp main 0000000000000005 t_agg)"
+  check "S3 down, ?txid=5 on the image at 5: no miss, nothing fetched" "$(r pmiss)" "0|0"
+  run_parts -a "$(
+    echo ".open '$(uri s3pin7 "$PROXY_MAIN&max-attempts=2" txid=7 cache_dir="$PIN_S3_CACHE")'"
+    P p7 "$TAGG"
+  )"
+  check_contains "S3 down, ?txid=7 (the image is at 5): the open fails" "$(cat "$WORK/parts.raw")" 'unable to open database "file:s3pin7'
+  check_contains "S3 down, ?txid=7 (the image is at 5): naming the store's failure" "$(cat "$WORK/parts.raw")" "HTTP 503 SlowDown"
   s3_fault none >/dev/null
   s3_env_stop
 else

@@ -126,8 +126,9 @@ static const char usage_hydrate[] =
     "LTVFS_CACHE_MAX, as for the VFS) nor the free space of DIR less a reserve.\n"
     "\n"
     "  --txid HEX   the image at exactly this TXID, for applications that open\n"
-    "               ?txid=HEX (their pages are then read from disk; the open\n"
-    "               still lists the replica and reads its indexes). An image\n"
+    "               ?txid=HEX: their pages are then read from disk (the open\n"
+    "               still lists the replica and reads its indexes; with the\n"
+    "               store down it opens from the image alone). An image\n"
     "               never moves back, so the cache must be empty or at HEX\n"
     "               already; a later open of the latest moves it forward.\n";
 

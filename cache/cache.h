@@ -264,6 +264,7 @@ typedef struct replica_stat {
   ** early pass's (`ltvfs hydrate` into an empty image), and bytes (applies
   ** included) */
   uint64_t fill_runs, fill_runs_early, fill_bytes;
+  uint64_t fill_steals;  /* runs an idle worker split off a run in flight */
   /* whether the database fits the image's budget (-1: not known yet), the
   ** budget in bytes, and whether cache_max set it (else the free space) */
   int image_fits;

@@ -165,6 +165,8 @@ typedef struct fill_sync {
 typedef struct fill_slot {
   pthread_mutex_t mu;      /* its writer decodes under it; a thief moves run->hi under it */
   struct run_writer *w;    /* NULL: none */
+  struct early_read *early; /* an early pass's read whose frames are not found yet:
+                           ** a thief finds them (early_claim) once the map is known */
 } fill_slot;
 
 typedef struct fill_job {
@@ -352,8 +354,11 @@ static void slots_init(fill_slot *s) {
   for (int i = 0; i < FILL_PARALLEL; i++) {
     pthread_mutex_init(&s[i].mu, NULL);
     s[i].w = NULL;
+    s[i].early = NULL;
   }
 }
+
+static int early_claim(struct early_read *rd);
 
 static void slots_destroy(fill_slot *s) {
   for (int i = 0; i < FILL_PARALLEL; i++) pthread_mutex_destroy(&s[i].mu);
@@ -394,6 +399,8 @@ static int steal_run(fill_slot *slots, int self, fill_run *out) {
   for (int i = 0; i < FILL_PARALLEL; i++) {
     if (i == self) continue;
     pthread_mutex_lock(&slots[i].mu);
+    /* a read still waiting for its first byte (a straggler) is split too */
+    if (slots[i].w == NULL && slots[i].early != NULL) early_claim(slots[i].early);
     uint64_t left = slot_left(&slots[i]);
     pthread_mutex_unlock(&slots[i].mu);
     if (left > most) {
@@ -521,7 +528,8 @@ static void *fill_worker(void *arg) {
     }
     int failed = j->rc != LTX_OK;
     pthread_mutex_unlock(&j->mu);
-    if (!got && !failed) got = steal_run(j->slots, self, &run);
+    if (!got && !failed && (got = steal_run(j->slots, self, &run)) != 0)
+      atomic_fetch_add(&r->fill_steals, 1);
     if (!got) break;
     rc = stream_run(r, &j->slots[self], &run, &bufs, &full, &err);
     if (rc != LTX_OK || full) break;
@@ -650,7 +658,8 @@ typedef struct early_read {
   fill_slot *slot;           /* its worker's */
   const early_run *er;
   uint64_t base, len;        /* the read: bytes [base, base + len) of the file */
-  int resolved;              /* 0 not yet, 1 writing, -1 nothing to write (stopped) */
+  int resolved;              /* 0 not yet, 1 writing, -1 nothing to write (stopped):
+                             ** set under the slot's mutex (by a thief, maybe) */
   fill_run run;
   uint64_t skip, end;        /* the run's frames are bytes [skip, end) of the read */
   fill_bufs *bufs;
@@ -667,7 +676,8 @@ static void early_wait_gate(struct fill_early *x) {
 }
 
 /* Finds the run's frames in the map's file (the map is known): 1, or 0
-** when it has none the image wants within the read. */
+** when it has none the image wants within the read. Caller holds the
+** slot's mutex. */
 static int early_resolve(early_read *rd) {
   replica_view *v = rd->x->v;
   rp_file *f = NULL;
@@ -685,8 +695,19 @@ static int early_resolve(early_read *rd) {
   rd->end = e[hi - 1].offset + e[hi - 1].size - rd->base;
   writer_init(&rd->w, rd->x->r, &rd->run, rd->bufs, &rd->werr);
   rd->w.read_end = rd->len - rd->skip;
-  slot_set(rd->slot, &rd->w); /* from here a thief may take the end of it */
   return 1;
+}
+
+/* Settles a read waiting in its slot once the map is known (by its worker
+** at its first byte, or by a thief): its writer goes into the slot, where
+** a thief may take the end of its run. Caller holds the slot's mutex. */
+static int early_claim(early_read *rd) {
+  if (rd->resolved == 0 && atomic_load(&rd->x->state) != EARLY_WAITING) {
+    rd->resolved = atomic_load(&rd->x->state) == EARLY_READY && early_resolve(rd) ? 1 : -1;
+    if (rd->resolved == 1) rd->slot->w = &rd->w;
+    rd->slot->early = NULL;
+  }
+  return rd->resolved;
 }
 
 /* store_sink of an early read: waits for the map at the first bytes, then
@@ -695,13 +716,19 @@ static int early_resolve(early_read *rd) {
 static int early_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   early_read *rd = arg;
   struct fill_early *x = rd->x;
-  if (rd->resolved == 0) {
+  int resolved;
+  pthread_mutex_lock(&rd->slot->mu);
+  resolved = rd->resolved;
+  pthread_mutex_unlock(&rd->slot->mu);
+  if (resolved == 0) {
     pthread_mutex_lock(&x->mu);
     while (atomic_load(&x->state) == EARLY_WAITING) pthread_cond_wait(&x->cond, &x->mu);
     pthread_mutex_unlock(&x->mu);
-    rd->resolved = atomic_load(&x->state) == EARLY_READY && early_resolve(rd) ? 1 : -1;
+    pthread_mutex_lock(&rd->slot->mu);
+    resolved = early_claim(rd);
+    pthread_mutex_unlock(&rd->slot->mu);
   }
-  if (rd->resolved < 0 || atomic_load(&x->state) == EARLY_ABORTED) return 1;
+  if (resolved < 0 || atomic_load(&x->state) == EARLY_ABORTED) return 1;
   if (at + n <= rd->skip) return 0; /* before its first frame */
   if (at < rd->skip) {
     data += rd->skip - at;
@@ -721,6 +748,7 @@ static void early_steal(struct fill_early *x, int self, fill_bufs *bufs) {
   ltx_error err = {0};
   while (atomic_load(&x->state) == EARLY_READY && !fill_interrupted(r) &&
          steal_run(x->slots, self, &run)) {
+    atomic_fetch_add(&r->fill_steals, 1);
     atomic_fetch_add(&r->fill_runs_early, 1);
     if (stream_run(r, &x->slots[self], &run, bufs, &full, &err) != LTX_OK || full) break;
   }
@@ -745,14 +773,22 @@ static void *early_worker(void *arg) {
                      .base = x->runs[i].a};
     rd.len = x->runs[i].b - rd.base + ltx_frame_max_size(EARLY_OVERSHOOT_MAX_PAGE);
     if (rd.base + rd.len > rd.er->meta.size) rd.len = rd.er->meta.size - rd.base;
+    pthread_mutex_lock(&rd.slot->mu);
     if (state == EARLY_READY) { /* the map is known: ask for exactly the run's frames */
-      if (!early_resolve(&rd)) continue;
-      rd.resolved = 1;
-      rd.base += rd.skip;
-      rd.len = rd.end - rd.skip;
-      rd.end -= rd.skip;
-      rd.skip = 0;
+      rd.resolved = early_resolve(&rd) ? 1 : -1;
+      if (rd.resolved == 1) {
+        rd.base += rd.skip;
+        rd.len = rd.end - rd.skip;
+        rd.end -= rd.skip;
+        rd.skip = 0;
+        rd.w.read_end = rd.len;
+        rd.slot->w = &rd.w;
+      }
+    } else {
+      rd.slot->early = &rd; /* its frames are found once the map is known */
     }
+    pthread_mutex_unlock(&rd.slot->mu);
+    if (rd.resolved < 0) continue;
     char key[128];
     ltx_error err = {0};
     store_sink sink = {early_sink, &rd};
@@ -761,7 +797,10 @@ static void *early_worker(void *arg) {
     atomic_fetch_add(&r->fill_runs, 1);
     atomic_fetch_add(&r->fill_runs_early, 1);
     int rc = store_read_range_sink(r->st, key, rd.base, (size_t)rd.len, &sink, &err);
-    slot_set(rd.slot, NULL);
+    pthread_mutex_lock(&rd.slot->mu);
+    rd.slot->w = NULL;
+    rd.slot->early = NULL;
+    pthread_mutex_unlock(&rd.slot->mu);
     if (rd.resolved == 1) {
       if (rc == STORE_ERR_STOPPED && rd.w.rc == LTX_OK) rc = LTX_OK; /* its end went to a thief */
       atomic_fetch_add(&r->hyd_bytes, rd.w.got);

@@ -665,6 +665,7 @@ void replica_stats(replica *r, replica_stat *out) {
   page_cache_stats(r->pc, &out->cache);
   out->fill_runs = atomic_load(&r->fill_runs);
   out->fill_runs_early = atomic_load(&r->fill_runs_early);
+  out->fill_steals = atomic_load(&r->fill_steals);
   out->fill_bytes = atomic_load(&r->hyd_bytes);
   out->image_fits = atomic_load(&r->img_fits);
   out->image_budget = atomic_load(&r->img_budget);

@@ -140,7 +140,7 @@ struct replica {
                                 ** fill runs one worker while readers are busy) */
   atomic_int img_phase;         /* REPLICA_HYDRATE_* */
   atomic_uint_fast64_t img_txid, img_commit, hyd_bytes;
-  atomic_uint_fast64_t fill_runs, fill_runs_early; /* replica_stat's */
+  atomic_uint_fast64_t fill_runs, fill_runs_early, fill_steals; /* replica_stat's */
   atomic_int img_fits;          /* replica_stat's image_fits (budget_fits) */
   atomic_int img_budget_cache_max;
   atomic_uint_fast64_t img_budget;

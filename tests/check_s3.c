@@ -1545,6 +1545,68 @@ START_TEST(test_s3_replica_close_while_the_server_hangs_is_bounded) {
 }
 END_TEST
 
+/* `ltvfs hydrate` (hydrate_alone) of a 48 MB snapshot over S3 while one of
+** its runs straggles (its body held back 4 s): the early pass's other
+** runs are done long before, an idle worker takes the second half of the
+** straggler's run, and the straggler's read stops where its run now ends
+** (the proxy sees its client close early). The image is the snapshot's,
+** page for page. */
+START_TEST(test_s3_hydrate_splits_a_straggling_run) {
+  enum { PAGES = 12000 };
+  char zUrl[1024], zCache[1200], zKey[128], zImage[1400];
+  store *st = open_at("steal", 0, NULL);
+  ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = 4096, .commit = PAGES,
+                  .min_txid = 1, .max_txid = 1, .timestamp_ms = 1700000000000};
+  ltx_encoder *e = NULL;
+  ltx_membuf mb = {0};
+  ltx_error err = {0};
+  uint8_t *want = malloc((size_t)PAGES * 4096);
+  uint64_t seed = 99;
+  replica_config cfg = {.poll_ms = 1000, .cache_bytes = 8u << 20, .open_timeout_ms = 10000,
+                        .prefetch_max = 4u << 20, .cache_dir = zCache, .hydrate = 1,
+                        .hydrate_alone = 1};
+  replica *r = NULL;
+  replica_view *v = NULL;
+  replica_stat s;
+  tu_fill_random(&seed, want, (size_t)PAGES * 4096);
+  CK_OK(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err));
+  for (uint32_t pg = 1; pg <= PAGES; pg++)
+    CK_OK(ltx_encoder_put(e, pg, want + (size_t)(pg - 1) * 4096, &err));
+  CK_OK(ltx_encoder_close(e, 0, &err));
+  ltx_encoder_free(e);
+  store_ltx_key(st, 0, 1, 1, zKey, sizeof(zKey));
+  put_ok(st, zKey, mb.buf, mb.len);
+  ltx_membuf_free(&mb);
+  snprintf(zCache, sizeof(zCache), "%s/steal-cache", srv.zDir);
+  snprintf(zUrl, sizeof(zUrl), "s3://" BUCKET "/steal?endpoint=http://127.0.0.1:%d", srv.portProxy);
+  fault("reset-stats");
+  fault("set?mode=slow&n=1&method=GET&minsize=2000000&ms=4000&rate=50000000");
+  CK_OK(replica_acquire(zUrl, &cfg, &r, &err));
+  CK_OK(replica_latest(r, &v, &err));
+  ck_assert_msg(replica_hydration_wait(r, 60000), "not hydrated in 60 s");
+  replica_stats(r, &s);
+  fault("stats");
+  long injected = stat_field("injected"), closed = stat_field("slowClosed");
+  ck_assert_msg(s.fill_steals >= 1 && injected == 1 && closed == 1,
+                "%llu steals, %llu runs (%llu early): %s", (unsigned long long)s.fill_steals,
+                (unsigned long long)s.fill_runs, (unsigned long long)s.fill_runs_early, zLastStats);
+  fault_clear();
+  snprintf(zImage, sizeof(zImage), "%s/image", s.image_dir);
+  size_t n = 0;
+  uint8_t *img = tu_read_file(zImage, &n);
+  ck_assert_ptr_nonnull(img);
+  ck_assert_uint_ge(n, (size_t)PAGES * 4096);
+  for (uint32_t pg = 1; pg <= PAGES; pg++)
+    ck_assert_msg(memcmp(img + (size_t)(pg - 1) * 4096, want + (size_t)(pg - 1) * 4096, 4096) == 0,
+                  "image page %u differs", pg);
+  free(img);
+  free(want);
+  replica_view_release(v);
+  replica_release(r);
+  store_close(st);
+}
+END_TEST
+
 START_TEST(test_s3_fault_latency_within_deadline_works) {
   uint8_t *a, b[1000];
   store *st = fault_store("flat", "timeout-ms=3000", &a);
@@ -1852,6 +1914,7 @@ static Suite *s3_suite(void) {
   tcase_add_loop_test(tc, test_s3_replica_ignores_a_partial_listed_size, 0,
                       (int)(sizeof(kPartial) / sizeof(kPartial[0])));
   tcase_add_test(tc, test_s3_replica_close_while_the_server_hangs_is_bounded);
+  tcase_add_test(tc, test_s3_hydrate_splits_a_straggling_run);
   tcase_add_test(tc, test_s3_fault_latency_past_deadline_fails_in_time);
   tcase_add_test(tc, test_s3_fault_reset_mid_body_is_retried);
   tcase_add_test(tc, test_s3_fault_truncated_body_is_retried_never_short);

@@ -29,9 +29,10 @@
 //              as from a server or cache that ignores Range (the body is
 //              still the range's: a client must not take it for the object
 //              from byte 0)
-//   slow       forward; send the body at `rate` bytes a second (64 KiB at a
-//              time), as a straggling request; a client that closes before
-//              the end is counted in the stats' slowClosed
+//   slow       forward; send the body after `ms` milliseconds, at `rate`
+//              bytes a second (64 KiB at a time), as a straggling request; a
+//              client that closes before the end is counted in the stats'
+//              slowClosed
 //   listsize   forward; in a ListObjectsV2 answer, report every object whose
 //              key contains `key` with <Size> `size` (a server that lists an
 //              upload in progress, or a stale listing); one per listing
@@ -196,7 +197,7 @@ function forward(req, res, f) {
           if (off >= body.length) res.end();
           else setTimeout(step, Math.max(1, Math.round((piece * 1000) / f.rate)));
         };
-        step();
+        setTimeout(step, f.ms);
         return;
       }
       res.write(body.subarray(0, half), () => {

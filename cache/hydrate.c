@@ -87,15 +87,17 @@ static int budget_fits(replica *r, uint64_t commit, uint32_t page_size) {
 /* ---- opening ---- */
 
 void rp_image_open(replica *r) {
-  char dir[1200], note[400];
+  char dir[1200], note[400], identity[1024];
   ltx_error err = {0};
   atomic_store(&r->img_phase, REPLICA_HYDRATE_OFF);
   if (r->cfg.cache_dir == NULL || r->cfg.cache_dir[0] == '\0') return;
-  if (cache_image_dir(r->cfg.cache_dir, r->url, dir, sizeof(dir)) != 0) {
+  /* the replica, not how it is reached: other timeouts, one image */
+  if (store_replica_identity(r->url, identity, sizeof(identity)) != 0 ||
+      cache_image_dir(r->cfg.cache_dir, identity, dir, sizeof(dir)) != 0) {
     rp_log(REPLICA_LOG_WARN, "%s: cache directory name too long; no local image", r->url);
     return;
   }
-  if (cache_image_open(dir, r->url, &r->img, &r->img_meta, note, sizeof(note), &err) != LTX_OK) {
+  if (cache_image_open(dir, identity, &r->img, &r->img_meta, note, sizeof(note), &err) != LTX_OK) {
     rp_log(REPLICA_LOG_WARN, "%s: no local image (pages stay in memory): %s", r->url, err.msg);
     r->img = NULL;
     return;

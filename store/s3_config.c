@@ -234,6 +234,43 @@ static const struct {
     [P_RETRY_MAX] = {"retry-max-ms", NULL},
 };
 
+/* Whether a query parameter (as written, not decoded: the identity keeps
+** the URL's own spelling) only tunes how the replica is reached. */
+static int tuning_param(const char *z, size_t n) {
+  static const int tuning[] = {P_SKIP_VERIFY, P_SIGN_PAYLOAD, P_CONCURRENCY, P_TIMEOUT,
+                               P_CONNECT_TIMEOUT, P_STALL_TIMEOUT, P_MAX_ATTEMPTS,
+                               P_RETRY_BASE, P_RETRY_MAX};
+  const char *eq = memchr(z, '=', n);
+  size_t name_len = eq ? (size_t)(eq - z) : n;
+  for (size_t i = 0; i < sizeof(tuning) / sizeof(tuning[0]); i++) {
+    const char *a = params[tuning[i]].name, *b = params[tuning[i]].alias;
+    if ((strlen(a) == name_len && memcmp(z, a, name_len) == 0) ||
+        (b && strlen(b) == name_len && memcmp(z, b, name_len) == 0))
+      return 1;
+  }
+  return 0;
+}
+
+int store_s3_identity(const char *url, char *out, size_t cap) {
+  const char *q = strchr(url, '?'), *z;
+  size_t k = q ? (size_t)(q - url) : strlen(url), kept = 0;
+  if (k >= cap) return -1;
+  memcpy(out, url, k);
+  for (z = q ? q + 1 : ""; *z;) {
+    size_t n = strcspn(z, "&");
+    if (n > 0 && !tuning_param(z, n)) {
+      if (k + 1 + n >= cap) return -1;
+      out[k++] = kept++ ? '&' : '?';
+      memcpy(out + k, z, n);
+      k += n;
+    }
+    z += n;
+    if (*z == '&') z++;
+  }
+  out[k] = '\0';
+  return 0;
+}
+
 /* Splits the query into the params slots of values (decoded; the caller
 ** frees them). */
 static int parse_query(const char *url, const char *query, char **values, ltx_error *err) {

@@ -26,6 +26,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -141,6 +142,12 @@ static size_t scheme_length(const char *z) {
   if (!isalpha((unsigned char)z[0])) return 0;
   while (isalnum((unsigned char)z[n]) || z[n] == '+' || z[n] == '-' || z[n] == '.') n++;
   return strncmp(z + n, "://", 3) == 0 ? n : 0;
+}
+
+int store_replica_identity(const char *url, char *out, size_t cap) {
+  if (strncasecmp(url, "s3://", 5) == 0) return store_s3_identity(url, out, cap);
+  int n = snprintf(out, cap, "%s", url);
+  return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
 int store_open(const char *url, store **out, ltx_error *err) {

@@ -168,6 +168,8 @@ void store_close(store *st);
 int store_file_open(const char *dir, const char *url, store **out, ltx_error *err);
 /* "s3://BUCKET/PATH?endpoint=...&region=..." (see store/s3.c); thread-safe. */
 int store_s3_open(const char *url, store **out, ltx_error *err);
+/* store_replica_identity of an s3:// URL (s3_config.c). */
+int store_s3_identity(const char *url, char *out, size_t cap);
 
 /* Requests and bytes read through a counting store. */
 typedef struct store_counters {
@@ -187,6 +189,12 @@ int store_list_page(store *st, const char *prefix, const char *after, unsigned m
                     store_object_list *out, int *more, ltx_error *err);
 int store_read_range(store *st, const char *key, uint64_t off, uint8_t *buf, size_t n,
                      ltx_error *err);
+/* The part of a replica URL that names the replica: the URL without the
+** parameters that only say how it is reached (s3://: ltvfs's concurrency,
+** timeouts and retries, skip-verify, sign-payload), so that one replica
+** opened with different tuning is one local image. Into out; 0, or -1
+** when it does not fit. */
+int store_replica_identity(const char *url, char *out, size_t cap);
 /* store_read_range with the bytes handed to sink as they arrive: a
 ** consumer works on the first bytes of a large range while the rest is on
 ** the wire, and needs no buffer the size of the range (the hydrator decodes

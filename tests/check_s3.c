@@ -319,6 +319,36 @@ START_TEST(test_url_env_tuning_errors_name_the_variable) {
 }
 END_TEST
 
+/* The replica a URL names, without how it is reached: one local image for
+** one replica whatever the tuning. */
+START_TEST(test_url_identity_drops_only_the_tuning) {
+  static const struct {
+    const char *url, *want;
+  } cases[] = {
+      {"s3://b/p", "s3://b/p"},
+      {"s3://b/p?max-attempts=2", "s3://b/p"},
+      {"s3://b/p?endpoint=http://h:1&max-attempts=2&timeout-ms=5", "s3://b/p?endpoint=http://h:1"},
+      {"s3://b/p?concurrency=4&endpoint=http%3A%2F%2Fh%3A1&retry-base-ms=20&retry-max-ms=200",
+       "s3://b/p?endpoint=http%3A%2F%2Fh%3A1"},
+      {"s3://b/p?region=x&skipVerify=true&force-path-style=true&signPayload=1&stall-timeout-ms=9"
+       "&connect-timeout-ms=9&sign-payload=0&skip-verify=0",
+       "s3://b/p?region=x&force-path-style=true"},
+      {"s3://b/p?&&endpoint=e&", "s3://b/p?endpoint=e"},
+      {"S3://b/p?max-attempts=1", "S3://b/p"},
+      {"file:///x/y", "file:///x/y"},
+      {"/plain/dir", "/plain/dir"},
+  };
+  char out[256];
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    ck_assert_int_eq(store_replica_identity(cases[i].url, out, sizeof(out)), 0);
+    ck_assert_msg(strcmp(out, cases[i].want) == 0, "%s -> %s, want %s", cases[i].url, out,
+                  cases[i].want);
+  }
+  ck_assert_int_eq(store_replica_identity("s3://bucket/path?endpoint=e", out, 12), -1);
+  ck_assert_int_eq(store_replica_identity("file:///a/long/path", out, 8), -1);
+}
+END_TEST
+
 START_TEST(test_url_key_without_secret_is_an_auth_error) {
   store *st = NULL;
   ltx_error err = {0};
@@ -1875,6 +1905,7 @@ static Suite *s3_suite(void) {
                       (int)(sizeof(aBadUrl) / sizeof(aBadUrl[0])));
   tcase_add_test(tc, test_url_env_tuning_errors_name_the_variable);
   tcase_add_test(tc, test_url_key_without_secret_is_an_auth_error);
+  tcase_add_test(tc, test_url_identity_drops_only_the_tuning);
   tcase_add_test(tc, test_url_good_urls_open_with_s3_layout);
   tcase_add_test(tc, test_url_aws_is_virtual_host_style_in_the_region);
   tcase_add_test(tc, test_url_aws_dotted_bucket_or_forced_is_path_style);

@@ -6,17 +6,19 @@
 **
 ** A pass walks the files of the map (a fill_cursor) and hands out runs:
 ** stretches of one file, sized for the pass so that the workers finish
-** together (run_target). A worker that finds none left takes the second
-** half of the largest run still in flight (steal_run), so that the pass
-** does not end with one connection busy and seven idle. FILL_PARALLEL
-** workers each take the next run and
+** together (run_target). FILL_PARALLEL workers each take the next run and
 ** stream it (store_read_range_sink): frames are decoded as they arrive and
 ** written a stretch of consecutive pages at a time, so a worker decodes
 ** and writes while its own request is still on the wire, and holds no run
-** in memory. A flusher thread syncs the image every FILL_SYNC_STEP_BYTES,
-** so the disk's writeback and flush keep pace and the final sync is
-** short: download, decode and disk overlap. Workers stand aside while
-** readers fetch (a reader's miss goes first).
+** in memory. A worker that finds no run left takes the second half of the
+** largest run still in flight (steal_run), so that the pass does not end
+** with one connection busy and seven idle. A flusher thread syncs the
+** image every FILL_SYNC_STEP_BYTES, so the disk's writeback and flush keep
+** pace and the final sync is short: download, decode and disk overlap.
+** Workers stand aside while readers fetch (a reader's miss goes first).
+**
+** `ltvfs hydrate` into an empty image starts with the early pass (at the
+** end of this file): reads sent from the listing alone, before the map.
 **
 ** Locks: a pass's cursor is its job's mutex's. A run in flight is its
 ** worker's slot's: the worker decodes each piece of it under the slot's
@@ -148,12 +150,6 @@ static int next_run(replica *r, replica_view *v, fill_cursor *cur, fill_run *run
   return 0;
 }
 
-/* One stretch of a fill pass, shared by its workers: each takes the next
-** run from the cursor, streams it (one request), decoding and writing as
-** it arrives, then takes another; FILL_PARALLEL requests stay in flight,
-** decoding runs on every core, and nobody waits for the slowest request of
-** a batch. The flusher syncs behind them (fill_flusher), so the sync at
-** the end has little left to do. */
 /* What the flusher of a pass looks at (fill_flusher). */
 typedef struct fill_sync {
   cache_image *img;
@@ -169,6 +165,12 @@ typedef struct fill_slot {
                            ** a thief finds them (early_claim) once the map is known */
 } fill_slot;
 
+/* One stretch of a fill pass, shared by its workers: each takes the next
+** run from the cursor, streams it (one request), decoding and writing as
+** it arrives, then takes another; FILL_PARALLEL requests stay in flight,
+** decoding runs on every core, and nobody waits for the slowest request of
+** a batch. The flusher syncs behind them (fill_flusher), so the sync at
+** the end has little left to do. */
 typedef struct fill_job {
   replica *r;
   replica_view *v;          /* the map being filled (a reference held by the hydrator) */

@@ -380,31 +380,17 @@ START_TEST(test_small_file_system_is_never_filled) {
 }
 END_TEST
 
-/* A snapshot [1, 1] of npages 4096-byte pages into the replica: page p holds
-** p in its first four bytes, then bytes (p * 7) & 0xff. */
+/* Page p of write_snapshot's: p in its first four bytes, then bytes
+** (p * 7) & 0xff. */
+static void snapshot_page(uint32_t pgno, uint8_t *page, void *arg) {
+  (void)arg;
+  memset(page, (int)((pgno * 7) & 0xff), 4096);
+  memcpy(page, &pgno, sizeof(pgno));
+}
+
+/* A snapshot [1, 1] of npages 4096-byte pages into the replica. */
 static void write_snapshot(uint32_t npages) {
-  ltx_header h = {0};
-  ltx_encoder *e = NULL;
-  ltx_membuf mb = {0};
-  ltx_error err = {0};
-  uint8_t page[4096];
-  char path[PATH_CAP * 2], name[64];
-  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
-  h.page_size = sizeof(page);
-  h.commit = npages;
-  h.min_txid = h.max_txid = 1;
-  h.timestamp_ms = 1700000000000;
-  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err), 0);
-  for (uint32_t pg = 1; pg <= npages; pg++) {
-    memset(page, (int)((pg * 7) & 0xff), sizeof(page));
-    memcpy(page, &pg, sizeof(pg));
-    ck_assert_int_eq(ltx_encoder_put(e, pg, page, &err), 0);
-  }
-  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
-  ltx_encoder_free(e);
-  snprintf(path, sizeof(path), "%s/ltx/0/%s", g_rep, ltx_file_name(1, 1, name));
-  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
-  ltx_membuf_free(&mb);
+  tu_write_ltx(g_rep, 1, npages, NULL, npages, snapshot_page, NULL);
 }
 
 /* Reads pages [lo, hi] of v and checks each one's bytes. */
@@ -475,33 +461,11 @@ START_TEST(test_budget_evicts_cold_extents_keeps_hot_ones) {
 }
 END_TEST
 
-/* LTX file [t, t] into the replica: pages pgnos[0..n) (ascending) of a
-** database of commit pages, each 4 KiB of random bytes from seed (the
-** content does not compress, as in a real database with blobs). */
-static void write_random_ltx(uint64_t t, uint32_t commit, const uint32_t *pgnos, size_t n,
-                             uint64_t seed) {
-  ltx_header h = {0};
-  ltx_encoder *e = NULL;
-  ltx_membuf mb = {0};
-  ltx_error err = {0};
-  uint8_t page[4096];
-  char path[PATH_CAP * 2], name[64];
-  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
-  h.page_size = sizeof(page);
-  h.commit = commit;
-  h.min_txid = h.max_txid = t;
-  h.timestamp_ms = 1700000000000 + (int64_t)t;
-  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err), 0);
-  for (size_t i = 0; i < n; i++) {
-    uint64_t s = seed ^ ((uint64_t)pgnos[i] << 20);
-    tu_fill_random(&s, page, sizeof(page));
-    ck_assert_int_eq(ltx_encoder_put(e, pgnos[i], page, &err), 0);
-  }
-  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
-  ltx_encoder_free(e);
-  snprintf(path, sizeof(path), "%s/ltx/0/%s", g_rep, ltx_file_name(t, t, name));
-  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
-  ltx_membuf_free(&mb);
+/* 4 KiB of random bytes from *seed and pgno (they do not compress, as in a
+** real database with blobs). */
+static void random_page(uint32_t pgno, uint8_t *page, void *seed) {
+  uint64_t s = *(uint64_t *)seed ^ ((uint64_t)pgno << 20);
+  tu_fill_random(&s, page, 4096);
 }
 
 /* A 16 MiB snapshot (TXID 1, 4096 pages) and TXID 2, which changes every
@@ -510,11 +474,13 @@ static void write_random_replica(void) {
   uint32_t *p = malloc(4400 * sizeof(*p));
   size_t n = 0;
   for (uint32_t pg = 1; pg <= 4096; pg++) p[n++] = pg;
-  write_random_ltx(1, 4096, p, n, 11);
+  uint64_t seed = 11;
+  tu_write_ltx(g_rep, 1, 4096, p, n, random_page, &seed);
   n = 0;
   for (uint32_t pg = 1; pg <= 4400; pg++)
     if (pg % 3 == 0 || pg > 4096) p[n++] = pg;
-  write_random_ltx(2, 4400, p, n, 22);
+  seed = 22;
+  tu_write_ltx(g_rep, 2, 4400, p, n, random_page, &seed);
   free(p);
 }
 

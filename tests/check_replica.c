@@ -353,30 +353,18 @@ START_TEST(test_retention_replans_same_txid) {
 }
 END_TEST
 
+/* Every byte of a page is *(int *)fill. */
+static void fill_page(uint32_t pgno, uint8_t *page, void *fill) {
+  (void)pgno;
+  memset(page, *(int *)fill, 4096);
+}
+
 /* Writes an LTX file [txid, txid] of 4096-byte pages into DIR/ltx/0: a
 ** snapshot of pages 1..commit when txid is 1, else the one page pgno; page
 ** bytes are all `fill`. */
 static void write_ltx(const char *dir, uint64_t txid, uint32_t commit, uint32_t pgno, int fill) {
-  ltx_header h = {0};
-  ltx_encoder *e = NULL;
-  ltx_membuf mb = {0};
-  ltx_error err = {0};
-  uint8_t page[4096];
-  char path[PATH_CAP * 2], name[64];
-  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
-  h.page_size = sizeof(page);
-  h.commit = commit;
-  h.min_txid = h.max_txid = txid;
-  h.timestamp_ms = 1700000000000 + (int64_t)txid;
-  memset(page, fill, sizeof(page));
-  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err), 0);
-  for (uint32_t pg = txid == 1 ? 1 : pgno; pg <= (txid == 1 ? commit : pgno); pg++)
-    ck_assert_int_eq(ltx_encoder_put(e, pg, page, &err), 0);
-  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
-  ltx_encoder_free(e);
-  snprintf(path, sizeof(path), "%s/ltx/0/%s", dir, ltx_file_name(txid, txid, name));
-  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
-  ltx_membuf_free(&mb);
+  if (txid == 1) tu_write_ltx(dir, txid, commit, NULL, commit, fill_page, &fill);
+  else tu_write_ltx(dir, txid, commit, &pgno, 1, fill_page, &fill);
 }
 
 /* Pages 1..10 after TXIDs 1..n where TXID t > 1 wrote page (t % 10) + 1

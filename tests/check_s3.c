@@ -1575,6 +1575,11 @@ START_TEST(test_s3_replica_close_while_the_server_hangs_is_bounded) {
 }
 END_TEST
 
+/* Page pgno of the database in arg (4 KiB pages). */
+static void copy_page(uint32_t pgno, uint8_t *page, void *arg) {
+  memcpy(page, (const uint8_t *)arg + (size_t)(pgno - 1) * 4096, 4096);
+}
+
 /* `ltvfs hydrate` (hydrate_alone) of a 48 MB snapshot over S3 while one of
 ** its runs straggles (its body held back 4 s): the early pass's other
 ** runs are done long before, an idle worker takes the second half of the
@@ -1585,9 +1590,6 @@ START_TEST(test_s3_hydrate_splits_a_straggling_run) {
   enum { PAGES = 12000 };
   char zUrl[1024], zCache[1200], zKey[128], zImage[1400];
   store *st = open_at("steal", 0, NULL);
-  ltx_header h = {.flags = LTX_HEADER_FLAG_NO_CHECKSUM, .page_size = 4096, .commit = PAGES,
-                  .min_txid = 1, .max_txid = 1, .timestamp_ms = 1700000000000};
-  ltx_encoder *e = NULL;
   ltx_membuf mb = {0};
   ltx_error err = {0};
   uint8_t *want = malloc((size_t)PAGES * 4096);
@@ -1599,11 +1601,7 @@ START_TEST(test_s3_hydrate_splits_a_straggling_run) {
   replica_view *v = NULL;
   replica_stat s;
   tu_fill_random(&seed, want, (size_t)PAGES * 4096);
-  CK_OK(ltx_encoder_open(&e, &h, ltx_membuf_write, &mb, &err));
-  for (uint32_t pg = 1; pg <= PAGES; pg++)
-    CK_OK(ltx_encoder_put(e, pg, want + (size_t)(pg - 1) * 4096, &err));
-  CK_OK(ltx_encoder_close(e, 0, &err));
-  ltx_encoder_free(e);
+  tu_encode_ltx(1, PAGES, NULL, PAGES, copy_page, want, &mb);
   store_ltx_key(st, 0, 1, 1, zKey, sizeof(zKey));
   put_ok(st, zKey, mb.buf, mb.len);
   ltx_membuf_free(&mb);

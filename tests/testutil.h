@@ -366,3 +366,49 @@ static inline int tu_sink_fn(void *arg, uint64_t at, const uint8_t *data, size_t
 
 static inline void tu_sink_free(tu_sink *s) { free(s->buf); }
 #endif
+
+/* ---- writing LTX files, for suites that include ltx.h ----
+** An LTX file [txid, txid] of 4 KiB pages, as Litestream writes it (no page
+** checksums): pages pgnos[0..n) in ascending order (pgnos NULL: pages
+** 1..n), each page's bytes from fill(pgno, page, arg).
+**
+**   ltx_membuf mb = {0};
+**   tu_encode_ltx(1, 100, NULL, 100, my_fill, NULL, &mb);   (then ltx_membuf_free)
+**   tu_write_ltx(dir, 2, 120, pgnos, n, my_fill, NULL);    (into dir/ltx/0)
+*/
+#if defined(LTVFS_LTX_H) && !defined(LTVFS_TESTUTIL_LTX)
+#define LTVFS_TESTUTIL_LTX
+typedef void (*tu_page_fn)(uint32_t pgno, uint8_t *page, void *arg);
+
+static inline void tu_encode_ltx(uint64_t txid, uint32_t commit, const uint32_t *pgnos, size_t n,
+                                 tu_page_fn fill, void *arg, ltx_membuf *mb) {
+  ltx_header h = {0};
+  ltx_encoder *e = NULL;
+  ltx_error err = {0};
+  uint8_t page[4096];
+  h.flags = LTX_HEADER_FLAG_NO_CHECKSUM;
+  h.page_size = sizeof(page);
+  h.commit = commit;
+  h.min_txid = h.max_txid = txid;
+  h.timestamp_ms = 1700000000000 + (int64_t)txid;
+  ck_assert_int_eq(ltx_encoder_open(&e, &h, ltx_membuf_write, mb, &err), 0);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t pgno = pgnos ? pgnos[i] : (uint32_t)(i + 1);
+    fill(pgno, page, arg);
+    ck_assert_msg(ltx_encoder_put(e, pgno, page, &err) == 0, "page %u: %s", pgno, err.msg);
+  }
+  ck_assert_msg(ltx_encoder_close(e, 0, &err) == 0, "%s", err.msg);
+  ltx_encoder_free(e);
+}
+
+/* tu_encode_ltx into DIR/ltx/0/<txid>-<txid>.ltx (temporary file, rename). */
+static inline void tu_write_ltx(const char *dir, uint64_t txid, uint32_t commit,
+                                const uint32_t *pgnos, size_t n, tu_page_fn fill, void *arg) {
+  ltx_membuf mb = {0};
+  char path[4096], name[64];
+  tu_encode_ltx(txid, commit, pgnos, n, fill, arg, &mb);
+  snprintf(path, sizeof(path), "%s/ltx/0/%s", dir, ltx_file_name(txid, txid, name));
+  ck_assert_int_eq(tu_write_file_atomic(path, mb.buf, mb.len), 0);
+  ltx_membuf_free(&mb);
+}
+#endif

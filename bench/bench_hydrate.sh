@@ -7,7 +7,8 @@
 #   1. time to fully hydrated, requests, bytes, peak RSS (ours and the
 #      limit: ROUNDS alternating rounds after a warm-up GET, each side's
 #      median reported; this VM's runs vary by +-20%):
-#      ours  `ltvfs hydrate` (the same code the VFS runs in the background);
+#      ours  `ltvfs hydrate`, and the VFS hydrating in the background of an
+#            application (Python's sqlite3) that has run its first query;
 #      peer  the Go VFS with LITESTREAM_HYDRATION_ENABLED=true, polled with
 #            PRAGMA litestream_hydration_progress until 100 (bounded by
 #            PEER_BUDGET s; an unfinished run is extrapolated from its
@@ -48,7 +49,7 @@ ROUNDS=${ROUNDS:-3}
 W=$top_builddir/tests/tmp/bench_hydrate
 rm -rf "$W"
 mkdir -p "$W"
-for need in curl /usr/bin/time sqlite3; do
+for need in curl /usr/bin/time /usr/bin/python3 sqlite3; do
   command -v "$need" >/dev/null || { echo "bench_hydrate: needs $need"; exit 77; }
 done
 . "$srcdir/tests/s3/env.sh"
@@ -139,6 +140,32 @@ ours_hydrate() { # prints ms requests rss_mb
   echo "$((t1 - t0)) $(requests) $(awk '{ printf "%.1f", $1 / 1024 }' "$W/rss")"
 }
 
+# ---- ours in an application: the VFS hydrating in the background ----
+# A fresh process (Python's sqlite3, as an application) opens the replica
+# through the VFS, runs its first query and polls the hydration progress
+# every 2 ms; the time is from process start to 100%. Unlike `ltvfs
+# hydrate` it has no early pass, runs of at most 16 MiB and, the first
+# 50 ms after its query, one fill worker (readers first).
+ours_vfs_hydrate() { # prints ms requests rss_mb
+  local cache=$W/vcache-$1 t0 t1
+  rm -rf "$cache"
+  reset_stats
+  t0=$(now_ms)
+  LITESTREAM_CACHE_DIR=$cache /usr/bin/time -f '%M' -o "$W/rss" /usr/bin/python3 - "$LIB" \
+    "file:app?vfs=litestream&replica=$(printf '%s' "$URL" | sed 's/&/%26/g')" <<'PY'
+import sqlite3, sys, time
+boot = sqlite3.connect(':memory:')
+boot.enable_load_extension(True)
+boot.load_extension(sys.argv[1])
+db = sqlite3.connect(sys.argv[2], uri=True)
+db.execute('SELECT count(*) FROM sqlite_master').fetchall()
+while int(db.execute('PRAGMA litestream_hydration_progress').fetchone()[0]) != 100:
+    time.sleep(0.002)
+PY
+  t1=$(now_ms)
+  echo "$((t1 - t0)) $(requests) $(awk '{ printf "%.1f", $1 / 1024 }' "$W/rss")"
+}
+
 # ---- the peer: the Go VFS hydrating ----
 peer_hydrate() { # prints ms requests rss_mb done(1/0) progress
   local t0 t1 p=0 rc=0
@@ -194,24 +221,27 @@ time_plain() { # DB SQL-file -> ms, the same way
 median_of() { # lines "ms ..." on stdin -> the line of the median ms
   sort -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
 }
-limit_and_ours() { # cache-name -> "lim_get lim_write" line, then "ms req rss" line
-  local lims=$W/lims.$1 ours=$W/ours.$1 i
+limit_and_ours() { # cache-name -> "lim_get lim_write" line, then "ms req rss" lines: CLI, VFS
+  local lims=$W/lims.$1 ours=$W/ours.$1 vfs=$W/vfs.$1 i
   : >"$lims"
   : >"$ours"
+  : >"$vfs"
   raw_get
   for i in $(seq 1 "$ROUNDS"); do
     limit >>"$lims"
     ours_hydrate "$1" >>"$ours"
+    ours_vfs_hydrate "$1" >>"$vfs"
   done
-  echo "rounds ($1): limit $(cut -d' ' -f1 "$lims" | tr '\n' ' ')ms; ours $(cut -d' ' -f1 "$ours" | tr '\n' ' ')ms" >&2
+  echo "rounds ($1): limit $(cut -d' ' -f1 "$lims" | tr '\n' ' ')ms; ours $(cut -d' ' -f1 "$ours" | tr '\n' ' ')ms; VFS $(cut -d' ' -f1 "$vfs" | tr '\n' ' ')ms" >&2
   median_of <"$lims"
   median_of <"$ours"
+  median_of <"$vfs"
 }
 fault none
-{ read -r lim_get lim_write; read -r o_ms o_req o_rss; } < <(limit_and_ours lo 2>>"$W/rounds")
+{ read -r lim_get lim_write; read -r o_ms o_req o_rss; read -r v_ms v_req v_rss; } < <(limit_and_ours lo 2>>"$W/rounds")
 read -r p_ms p_req p_rss p_done p_prog <<<"$(peer_hydrate)"
 fault latency "ms=$LAT_MS"
-{ read -r lim_get_lat _; read -r ol_ms ol_req ol_rss; } < <(limit_and_ours lat 2>>"$W/rounds")
+{ read -r lim_get_lat _; read -r ol_ms ol_req ol_rss; read -r vl_ms vl_req vl_rss; } < <(limit_and_ours lat 2>>"$W/rounds")
 read -r pl_ms pl_req pl_rss pl_done pl_prog <<<"$(PEER_BUDGET=$((PEER_BUDGET / 2)) peer_hydrate)"
 fault none
 
@@ -272,9 +302,11 @@ echo "| hydration | time to fully hydrated | requests | peak RSS (MB) | vs the l
 echo "|---|---:|---:|---:|---:|"
 echo "| physical limit, loopback: max(raw parallel GET $lim_get ms, write+fsync $lim_write ms) | $L ms | | | 1.00 |"
 echo "| ours (ltvfs hydrate), loopback | $o_ms ms | $o_req | $o_rss | $(ratio "$o_ms" "$L") |"
+echo "| ours, the VFS in the background (an application's first query, then 100%), loopback | $v_ms ms | $v_req | $v_rss | $(ratio "$v_ms" "$L") |"
 echo "| Go VFS, loopback | $(fmt_peer "$p_ms" "$p_req" "$p_rss" "$p_done" "$p_prog") | $p_req | $p_rss | |"
 echo "| physical limit, +$LAT_MS ms/request | $LL ms | | | 1.00 |"
 echo "| ours, +$LAT_MS ms/request | $ol_ms ms | $ol_req | $ol_rss | $(ratio "$ol_ms" "$LL") |"
+echo "| ours, the VFS in the background, +$LAT_MS ms/request | $vl_ms ms | $vl_req | $vl_rss | $(ratio "$vl_ms" "$LL") |"
 echo "| Go VFS, +$LAT_MS ms/request | $(fmt_peer "$pl_ms" "$pl_req" "$pl_rss" "$pl_done" "$pl_prog") | $pl_req | $pl_rss | |"
 echo
 echo "| after hydration (default cache_size; the query alone, best of 5 in one process) | ours (VFS, from the image) | plain sqlite3 (restored copy) | ours / plain speed |"

@@ -144,8 +144,8 @@ ours_hydrate() { # prints ms requests rss_mb
 # A fresh process (Python's sqlite3, as an application) opens the replica
 # through the VFS, runs its first query and polls the hydration progress
 # every 2 ms; the time is from process start to 100%. Unlike `ltvfs
-# hydrate` it has no early pass, runs of at most 16 MiB and, the first
-# 50 ms after its query, one fill worker (readers first).
+# hydrate` it has no early pass (the application's first queries come
+# first) and, until its reads have been quiet 50 ms, one fill worker.
 ours_vfs_hydrate() { # prints ms requests rss_mb
   local cache=$W/vcache-$1 t0 t1
   rm -rf "$cache"

@@ -37,8 +37,7 @@
 
 #include "cache/replica_int.h"
 
-#define FILL_RUN_MAX (16u << 20)     /* about the largest request of the fill in the VFS */
-#define FILL_RUN_MAX_ALONE (32u << 20) /* ... and in `ltvfs hydrate` (no readers to yield to) */
+#define FILL_RUN_MAX (32u << 20)     /* about the largest request of the fill */
 #define FILL_RUN_MIN (1u << 20)      /* the smallest run a pass is cut into */
 #define FILL_PARALLEL 8              /* fill workers: requests in flight (as the limit's raw GET) */
 #define FILL_CHUNK_BYTES (1u << 20)  /* pages a fill worker decodes, then writes at once */
@@ -101,7 +100,7 @@ static void size_runs(replica *r, replica_view *v, fill_cursor *cur) {
     if (rp_file_ensure_loaded(r, v->files[i], &err) == LTX_OK)
       total += wanted_span(r, v->files[i], i == cur->file ? cur->pos : 0);
   }
-  cur->run_target = run_target(total, r->cfg.hydrate_alone ? FILL_RUN_MAX_ALONE : FILL_RUN_MAX);
+  cur->run_target = run_target(total, FILL_RUN_MAX);
 }
 
 /* The next run of frames holding pages of v's map the image does not hold
@@ -870,7 +869,7 @@ void rp_fill_early_start(replica *r, const store_ltx_file *files, size_t n) {
   size_t nruns = 0;
   if (x == NULL) return;
   for (size_t i = 0; i < n; i++) total += files[i].size;
-  target = run_target(total, FILL_RUN_MAX_ALONE);
+  target = run_target(total, FILL_RUN_MAX);
   for (size_t i = 0; i < n; i++) nruns += (size_t)runs_of(files[i].size, target);
   if (total == 0 || (x->runs = calloc(nruns, sizeof(*x->runs))) == NULL) {
     free(x);

@@ -1148,9 +1148,9 @@ static void random_owner(char *out, size_t cap) {
     close(fd);
   }
   gethostname(host, sizeof host - 1);
-  host[20] = '\0';
-  snprintf(out, cap, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", host, r[0], r[1], r[2], r[3], r[4], r[5],
-           r[6], r[7]);
+  /* (20 characters of the host: the owner fits the lease's 40 bytes) */
+  snprintf(out, cap, "%.20s-%02x%02x%02x%02x%02x%02x%02x%02x", host, r[0], r[1], r[2], r[3], r[4],
+           r[5], r[6], r[7]);
 }
 
 /* Restores the replica into the database path (bootstrap), with no WAL or

@@ -316,7 +316,7 @@ echo "| $WARM_Q point lookups (one IN (...) query) | $q_ours ms | $q_plain ms | 
 echo
 echo "| warm restart | open + first point query | requests | answer right |"
 echo "|---|---:|---:|---|"
-echo "| ours, from the image | $warm_ms ms (process start included) | $warm_req (LISTs: the catch-up poll and the replica check) | $([ "$first" = "$want_first" ] && echo yes || echo NO) |"
+echo "| ours, from the image | $warm_ms ms (process start included) | $warm_req (LISTs: the catch-up poll and the check that the replica is the one cached) | $([ "$first" = "$want_first" ] && echo yes || echo NO) |"
 echo
 echo "| cold full scan, fresh process, empty cache (SELECT count(*) ... over every row) | ours: time, requests | ours peak RSS (MB) | Go VFS: time, requests | Go VFS peak RSS (MB) | ours / Go RSS |"
 echo "|---|---:|---:|---:|---:|---:|"

@@ -5,7 +5,9 @@
 ** (1) lists level 0 after the last key seen there; all levels every tenth
 **     poll (a cold open's listing counts as the first full one), after a
 **     poll the store failed, after a listed file turned out gone, and when
-**     the new files leave a gap;
+**     the new files leave a gap: each level after what was seen there, in
+**     one request while that fits a page (the levels' common prefix from
+**     level 0's last key; levels 1..9 are few files);
 ** (2) takes as candidates every file newer than the latest view: those still
 **     pending from earlier polls and those just listed. The listing moves
 **     past a file once it has seen it, so a file stays pending, by name,
@@ -110,17 +112,23 @@ void rp_note_seen(replica *r, const store_ltx_list *l) {
   }
 }
 
-/* Every level from its start: one request for a replica of less than a
-** page of files (store_list_levels_start), the levels that page left open
-** in parallel. */
-int rp_list_all(replica *r, store_ltx_list *out, ltx_error *err) {
+/* Every level, each after its entry of after (NULL: from the start): one
+** request while what is listed fits a page (store_list_levels_start), the
+** levels that page left open in parallel. */
+static int list_every_level(replica *r, const store_ltx_file *after, store_ltx_list *out,
+                            ltx_error *err) {
   list_job job;
-  int open, rc = store_list_levels_start(r->st, 0, out, &open, err);
+  int open, rc = store_list_levels_start(r->st, 0, after, out, &open, err);
   if (rc != LTX_OK || open > STORE_MAX_LEVEL) return rc;
   memset(&job, 0, sizeof(job));
+  if (after) memcpy(job.after, after, sizeof(job.after));
   rc = list_levels(r, &job, open, STORE_MAX_LEVEL, out, err);
   if (rc != LTX_OK) store_ltx_list_free(out);
   return rc;
+}
+
+int rp_list_all(replica *r, store_ltx_list *out, ltx_error *err) {
+  return list_every_level(r, NULL, out, err);
 }
 
 /* Adds f to the candidates, once: a newer listing's entry replaces an older
@@ -197,7 +205,8 @@ static int poll_once(replica *r, ltx_error *err) {
     pthread_mutex_lock(&r->mutex);
     memcpy(job.after, r->seen, sizeof(job.after));
     pthread_mutex_unlock(&r->mutex);
-    rc = list_levels(r, &job, 0, full ? STORE_MAX_LEVEL : 0, &fresh, err);
+    rc = full ? list_every_level(r, job.after, &fresh, err)
+              : list_levels(r, &job, 0, 0, &fresh, err);
     if (rc != LTX_OK) goto out;
     pthread_mutex_lock(&r->mutex);
     rp_note_seen(r, &fresh);

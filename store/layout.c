@@ -136,9 +136,10 @@ int store_list_level(store *st, int level, uint64_t after_min_txid, uint64_t aft
   return rc;
 }
 
-int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, int *open,
-                            ltx_error *err) {
-  char prefix[STORE_MAX_LEVEL + 1][32], common[32];
+int store_list_levels_start(store *st, unsigned page_keys, const store_ltx_file *after,
+                            store_ltx_list *out, int *open, ltx_error *err) {
+  char prefix[STORE_MAX_LEVEL + 1][32], common[32], after_key[128];
+  const char *start_after = NULL;
   size_t len[STORE_MAX_LEVEL + 1], common_len = 0, cap = 0;
   store_object_list objs = {0};
   const char *last = NULL;
@@ -155,7 +156,10 @@ int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, 
     common_len++;
   memcpy(common, prefix[0], common_len);
   common[common_len] = '\0';
-  rc = store_list_page(st, common, NULL, page_keys, &objs, &more, err);
+  if (after != NULL && (after[0].min_txid != 0 || after[0].max_txid != 0))
+    start_after = store_ltx_key(st, 0, after[0].min_txid, after[0].max_txid, after_key,
+                                sizeof(after_key));
+  rc = store_list_page(st, common, start_after, page_keys, &objs, &more, err);
   if (rc != LTX_OK) goto out;
   /* A page that did not reach the end stops at its greatest key: a level
   ** whose keys all sort before it is whole; the first level with keys
@@ -173,7 +177,8 @@ int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, 
   for (size_t i = 0; i < objs.n && rc == LTX_OK; i++) {
     for (int l = 0; l < *open; l++) {
       if (strncmp(objs.items[i].key, prefix[l], len[l]) != 0) continue;
-      rc = add_listed(&objs.items[i], len[l], l, 0, 0, out, &cap, err);
+      rc = add_listed(&objs.items[i], len[l], l, after ? after[l].min_txid : 0,
+                      after ? after[l].max_txid : 0, out, &cap, err);
       break;
     }
   }
@@ -186,7 +191,7 @@ out:
 
 int store_list_all(store *st, store_ltx_list *out, ltx_error *err) {
   size_t cap;
-  int open, rc = store_list_levels_start(st, 0, out, &open, err);
+  int open, rc = store_list_levels_start(st, 0, NULL, out, &open, err);
 
   cap = out->n;
   for (int level = open; level <= STORE_MAX_LEVEL && rc == LTX_OK; level++) {

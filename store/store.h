@@ -269,9 +269,13 @@ int store_list_all(store *st, store_ltx_list *out, ltx_error *err);
 ** "ltx/" in a directory). Levels 0..*open-1 are in out, whole; levels
 ** *open..9 (none when *open is 10) are the caller's to list, level by level
 ** (store_list_level): the page ended inside or before them. A replica of
-** fewer than a page of files is listed in one request instead of ten. */
-int store_list_levels_start(store *st, unsigned page_keys, store_ltx_list *out, int *open,
-                            ltx_error *err);
+** fewer than a page of files is listed in one request instead of ten.
+** after (NULL, or one file per level, 0/0 for "from the start") keeps, per
+** level, only the files named after its entry, as store_list_level does,
+** and the page starts after level 0's: a poll that lists every level again
+** is one request too. */
+int store_list_levels_start(store *st, unsigned page_keys, const store_ltx_file *after,
+                            store_ltx_list *out, int *open, ltx_error *err);
 
 /* Loading one LTX file for random access: its header and page index, or
 ** (small files) the whole file, verified.

@@ -757,7 +757,7 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   ck_assert_uint_eq(want.n, 6);
   CK_OK(store_counting_wrap(st, &c, &st, &err));
 
-  CK_OK(store_list_levels_start(st, 0, &got, &open, &err));
+  CK_OK(store_list_levels_start(st, 0, NULL, &got, &open, &err));
   ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
   ck_assert_uint_eq(atomic_load(&c.requests), 1);
   ck_assert(same_files(&got, &want));
@@ -767,7 +767,7 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   ** are whole, the rest open */
   static const int aOpen[] = {0, 0, 1, 1, 3, 3, 6, 9, 10, 10};
   for (size_t k = 1; k <= nKey; k++) {
-    CK_OK(store_list_levels_start(st, (unsigned)k, &got, &open, &err));
+    CK_OK(store_list_levels_start(st, (unsigned)k, NULL, &got, &open, &err));
     ck_assert_msg(open == aOpen[k - 1] || (k == nKey && open == STORE_MAX_LEVEL + 1),
                   "page of %zu keys: open %d, want %d", k, open, aOpen[k - 1]);
     for (size_t i = 0; i < got.n; i++) ck_assert_int_lt(got.files[i].level, open);
@@ -785,6 +785,43 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   CK_OK(store_list_all(st, &got, &err));
   ck_assert(same_files(&got, &want));
   store_ltx_list_free(&got);
+  store_ltx_list_free(&want);
+
+  /* After what a poll has seen (level 0 up to 5, level 3 up to [1, 6]):
+  ** each level only after its entry, as level by level, and a page that
+  ** covers the rest is one request; for every page size, the start plus
+  ** the open levels listed one by one is that listing. */
+  store_ltx_file after[STORE_MAX_LEVEL + 1] = {{0}};
+  after[0] = (store_ltx_file){0, 5, 5, 0, 0};
+  after[3] = (store_ltx_file){3, 1, 6, 0, 0};
+  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) {
+    CK_OK(store_list_level(st, lv, after[lv].min_txid, after[lv].max_txid, &l, &err));
+    want.files = realloc(want.files, (want.n + l.n + 1) * sizeof(*want.files));
+    if (l.n > 0) memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
+    want.n += l.n;
+    store_ltx_list_free(&l);
+  }
+  ck_assert_uint_eq(want.n, 4); /* 0:6, 1:[1,4], 3:7, 9:[1,6] */
+  atomic_store(&c.requests, 0);
+  CK_OK(store_list_levels_start(st, 0, after, &got, &open, &err));
+  ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
+  ck_assert_uint_eq(atomic_load(&c.requests), 1);
+  ck_assert(same_files(&got, &want));
+  store_ltx_list_free(&got);
+  for (size_t k = 1; k <= nKey; k++) {
+    CK_OK(store_list_levels_start(st, (unsigned)k, after, &got, &open, &err));
+    for (size_t i = 0; i < got.n; i++) ck_assert_int_lt(got.files[i].level, open);
+    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) {
+      CK_OK(store_list_level(st, lv, after[lv].min_txid, after[lv].max_txid, &l, &err));
+      got.files = realloc(got.files, (got.n + l.n + 1) * sizeof(*got.files));
+      if (l.n > 0) memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
+      got.n += l.n;
+      store_ltx_list_free(&l);
+    }
+    ck_assert_msg(same_files(&got, &want), "after, page of %zu keys: %zu files, want %zu", k,
+                  got.n, want.n);
+    store_ltx_list_free(&got);
+  }
   store_ltx_list_free(&want);
   store_close(st);
 }

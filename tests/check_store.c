@@ -780,11 +780,20 @@ START_TEST(test_list_level_skips_non_ltx_names_and_sorts) {
   /* a directory is walked in one go: every level, nothing left open */
   {
     int open = -1;
-    ck_assert_int_eq(store_list_levels_start(st, 2, &l, &open, &err), LTX_OK);
+    ck_assert_int_eq(store_list_levels_start(st, 2, NULL, &l, &open, &err), LTX_OK);
     ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
     ck_assert_uint_eq(l.n, 4);
     ck_assert_uint_eq(l.files[0].min_txid, 0x01);
     ck_assert_int_eq(l.files[3].level, 9);
+    store_ltx_list_free(&l);
+    /* after what was seen: each level only after its entry */
+    store_ltx_file after[STORE_MAX_LEVEL + 1] = {{0}};
+    after[1] = (store_ltx_file){1, 0x11, 0x20, 0, 0};
+    ck_assert_int_eq(store_list_levels_start(st, 2, after, &l, &open, &err), LTX_OK);
+    ck_assert_int_eq(open, STORE_MAX_LEVEL + 1);
+    ck_assert_uint_eq(l.n, 2);
+    ck_assert_uint_eq(l.files[0].min_txid, 0x21);
+    ck_assert_int_eq(l.files[1].level, 9);
     store_ltx_list_free(&l);
   }
 

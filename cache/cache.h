@@ -291,6 +291,9 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err);
 ** --txid) serves the view, if nothing in this process moves the image. */
 int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **out,
                     ltx_error *err);
+/* The TXID the store's newest restore plan reaches: one listing (no index
+** read), as a fresh open would plan it. */
+int replica_newest_txid(replica *r, uint64_t *txid, ltx_error *err);
 void replica_view_ref(replica_view *v);
 void replica_view_release(replica_view *v);
 

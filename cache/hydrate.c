@@ -608,10 +608,15 @@ static void hydrator_work(replica *r) {
       pthread_mutex_unlock(&r->mutex);
       atomic_store(&r->img_phase, REPLICA_HYDRATE_FILLING);
       if (cursor.file == 0 && cursor.pos == 0) { /* a pass begins */
+        cache_image_stat is;
+        cache_image_stats(r->img, &is);
         pass_fails = atomic_load(&r->fill_decode_failures);
         pass_found = 0;
+        /* The image holds the whole map (a warm open of a hydrated image):
+        ** nothing to fetch, and no file's index to read to find that out. */
+        if (is.held >= target->commit) cursor.file = target->nfiles;
       }
-      rc = rp_fill_some(r, target, &cursor, &pass_found, &err);
+      if (cursor.file < target->nfiles) rc = rp_fill_some(r, target, &cursor, &pass_found, &err);
       if (cursor.file >= target->nfiles && pass_found) {
         /* a pass that fetched something: one more to find what it missed
         ** (pages a racing change left out); a pass that finds nothing means

@@ -122,6 +122,18 @@ int replica_view_at(replica *r, uint64_t txid, int64_t time_ms, replica_view **o
   return view_at(r, txid, time_ms, 1, out, err);
 }
 
+int replica_newest_txid(replica *r, uint64_t *txid, ltx_error *err) {
+  store_ltx_list all = {0};
+  store_plan plan = {0};
+  int rc = rp_list_all(r, &all, err);
+  if (rc == LTX_OK) rc = store_plan_build(all.files, all.n, 0, -1, &plan, err);
+  if (rc == LTX_OK) *txid = plan.txid;
+  else ltx_error_prefix(err, "%s", r->url);
+  store_plan_free(&plan);
+  store_ltx_list_free(&all);
+  return rc;
+}
+
 
 void rp_publish(replica *r, replica_view *v) {
   replica_view *old = r->latest;

@@ -655,7 +655,9 @@ static int cmd_hydrate(int argc, char **argv) {
   replica_stat st;
   ltx_error err = {0};
   progress_bar bar = {0, -1};
+  struct timespec t0, now;
 
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   optind = 1;
   while ((c = getopt_long(argc, argv, "c:t:qh", opts, NULL)) != -1) {
     switch (c) {
@@ -708,19 +710,12 @@ static int cmd_hydrate(int argc, char **argv) {
   ** the image is hydrated once it holds what the store has now, listed
   ** here (the image being whole at its old TXID is not enough). */
   uint64_t want = txid;
-  if (want == 0) {
-    replica_view *newest = NULL;
-    rc = replica_view_at(r, 0, INT64_MAX, &newest, &err);
-    if (rc != LTX_OK) goto out;
-    want = replica_view_txid(newest);
-    replica_view_release(newest);
-  }
-  struct timespec t0, now;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  if (want == 0 && (rc = replica_newest_txid(r, &want, &err)) != LTX_OK) goto out;
   for (;;) {
     replica_stats(r, &st);
     uint64_t pages = st.image_commit ? st.image_commit : replica_view_commit(v);
-    progress_draw(&bar, st.image.held < pages ? st.image.held : pages, pages);
+    uint64_t ps = replica_view_page_size(v);
+    progress_draw(&bar, (st.image.held < pages ? st.image.held : pages) * ps, pages * ps);
     if (st.hydrate_phase == REPLICA_HYDRATE_DONE && st.image_txid >= want) break;
     if (st.image_fits == 0) {
       rc = ltx_error_set(&err, CACHE_ERR_IO, "the database (%" PRIu64 " bytes) does not fit in the "
@@ -744,9 +739,16 @@ static int cmd_hydrate(int argc, char **argv) {
     }
     replica_hydration_wait(r, 50); /* returns as soon as it is done */
   }
-  if (bar.enabled && bar.last_percent != 100) progress_draw(&bar, 1, 1);
-  printf("hydrated %s at TXID %016" PRIx64 " (%" PRIu64 " pages) in %s\n", argv[optind],
-         st.image_txid, st.image.held, st.image_dir);
+  if (bar.enabled && bar.last_percent != 100)
+    progress_draw(&bar, st.image.held * replica_view_page_size(v), st.image.held * replica_view_page_size(v));
+  {
+    char fetched[32];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    printf("hydrated %s at TXID %016" PRIx64 " (%" PRIu64 " pages) in %s (%.2f s; %s fetched in %"
+           PRIu64 " requests)\n", argv[optind], st.image_txid, st.image.held, st.image_dir,
+           (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9,
+           human_size(st.bytes_fetched, fetched, sizeof fetched), st.requests);
+  }
 out:
   if (rc) status = report(&err);
   if (v) replica_view_release(v);

@@ -361,8 +361,6 @@ static void slots_init(fill_slot *s) {
   }
 }
 
-static int early_claim(struct early_read *rd);
-
 static void slots_destroy(fill_slot *s) {
   for (int i = 0; i < FILL_PARALLEL; i++) pthread_mutex_destroy(&s[i].mu);
 }
@@ -370,6 +368,7 @@ static void slots_destroy(fill_slot *s) {
 static void slot_set(fill_slot *s, run_writer *w) {
   pthread_mutex_lock(&s->mu);
   s->w = w;
+  s->early = NULL;
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -391,6 +390,8 @@ static uint32_t first_frame_from(const rp_file *f, uint64_t off) {
   }
   return lo;
 }
+
+static int early_claim(struct early_read *rd); /* (the early pass, below) */
 
 /* A run for an idle worker (self) when no run is left to hand out: the
 ** second half of what the largest run in flight has not decoded yet, if
@@ -442,10 +443,25 @@ static int slot_sink(void *arg, uint64_t at, const uint8_t *data, size_t n) {
   return stop;
 }
 
+/* What a run's read left, once it is out of its slot: the pages decoded
+** are written (they are right whatever became of the read), a read
+** stopped because a thief took the end of the run is a success, and
+** writing that failed is logged and sets *full (the image stopped growing:
+** not the fill's failure). Returns the read's failure. */
+static int run_done(replica *r, run_writer *w, int rc, int *full) {
+  if (rc == STORE_ERR_STOPPED && w->rc == LTX_OK) rc = LTX_OK;
+  run_flush(w);
+  atomic_fetch_add(&r->hyd_bytes, w->got);
+  if (w->rc != LTX_OK) {
+    rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, w->err->msg);
+    *full = 1;
+    return LTX_OK;
+  }
+  return rc;
+}
+
 /* Streams run (one request) into the image as slot's run in flight (a
-** thief may take the end of it). Returns the store's failure; writing
-** that failed is logged here and sets *full (the image stopped growing:
-** not the fill's failure). */
+** thief may take the end of it): run_done's result. */
 static int stream_run(replica *r, fill_slot *slot, fill_run *run, fill_bufs *bufs, int *full,
                       ltx_error *err) {
   const ltx_page_entry *e = run->f->idx.entries;
@@ -463,15 +479,7 @@ static int stream_run(replica *r, fill_slot *slot, fill_run *run, fill_bufs *buf
   atomic_fetch_add(&r->fill_runs, 1);
   rc = store_read_range_sink(r->st, run->f->key, off, len, &sink, err);
   slot_set(slot, NULL);
-  if (rc == STORE_ERR_STOPPED && w.rc == LTX_OK) rc = LTX_OK; /* its end went to a thief */
-  run_flush(&w); /* (what was decoded is right, whatever became of the read) */
-  atomic_fetch_add(&r->hyd_bytes, w.got);
-  if (w.rc != LTX_OK) {
-    rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, werr.msg);
-    *full = 1;
-    return LTX_OK;
-  }
-  return rc;
+  return run_done(r, &w, rc, full);
 }
 
 /* What a worker saw of the readers: the image's hits, and when they last
@@ -645,7 +653,6 @@ struct fill_early {
   fill_sync sync;
   pthread_t th[FILL_PARALLEL], flusher;
   int nthreads, flushing;
-  atomic_int wrote;          /* some run wrote pages */
   atomic_int failures;       /* reads that failed (the first is logged as a warning) */
   fill_slot slots[FILL_PARALLEL]; /* the runs in flight, once their frames are known */
   struct early_worker_arg {
@@ -799,21 +806,10 @@ static void *early_worker(void *arg) {
                   sizeof(key));
     atomic_fetch_add(&r->fill_runs, 1);
     atomic_fetch_add(&r->fill_runs_early, 1);
-    int rc = store_read_range_sink(r->st, key, rd.base, (size_t)rd.len, &sink, &err);
-    pthread_mutex_lock(&rd.slot->mu);
-    rd.slot->w = NULL;
-    rd.slot->early = NULL;
-    pthread_mutex_unlock(&rd.slot->mu);
-    if (rd.resolved == 1) {
-      if (rc == STORE_ERR_STOPPED && rd.w.rc == LTX_OK) rc = LTX_OK; /* its end went to a thief */
-      atomic_fetch_add(&r->hyd_bytes, rd.w.got);
-      run_flush(&rd.w);
-      if (rd.w.next > rd.run.lo) atomic_store(&x->wrote, 1);
-    }
-    if (rd.resolved == 1 && rd.w.rc != LTX_OK) {
-      rp_log(REPLICA_LOG_WARN, "%s: %s", r->url, rd.werr.msg);
-      break; /* the image stopped growing */
-    }
+    int rc = store_read_range_sink(r->st, key, rd.base, (size_t)rd.len, &sink, &err), full = 0;
+    slot_set(rd.slot, NULL);
+    if (rd.resolved == 1) rc = run_done(r, &rd.w, rc, &full);
+    if (full) break;
     if (rc != LTX_OK && rc != STORE_ERR_STOPPED) /* the next pass fetches those pages */
       rp_log(atomic_fetch_add(&x->failures, 1) == 0 ? REPLICA_LOG_WARN : REPLICA_LOG_DEBUG,
              "%s: local image: %s (retrying)", r->url, err.msg);
@@ -838,21 +834,18 @@ static void early_set(struct fill_early *x, int state, replica_view *v) {
 }
 
 /* Ends a pass taken from r (moved to state first): joins the workers and
-** the flusher, frees it. Whether some run wrote pages. */
-static int early_end(struct fill_early *x, int state, replica_view *v) {
-  int wrote;
+** the flusher, frees it. */
+static void early_end(struct fill_early *x, int state, replica_view *v) {
   early_set(x, state, v);
   for (int i = 0; i < x->nthreads; i++) pthread_join(x->th[i], NULL);
   atomic_store(&x->sync.workers_done, 1);
   if (x->flushing) pthread_join(x->flusher, NULL);
-  wrote = atomic_load(&x->wrote);
   if (x->v) replica_view_release(x->v);
   pthread_mutex_destroy(&x->mu);
   pthread_cond_destroy(&x->cond);
   slots_destroy(x->slots);
   free(x->runs);
   free(x);
-  return wrote;
 }
 
 static struct fill_early *early_take(replica *r) {
@@ -884,7 +877,6 @@ void rp_fill_early_start(replica *r, const store_ltx_file *files, size_t n) {
   atomic_init(&x->state, EARLY_WAITING);
   x->sync.img = r->img;
   atomic_init(&x->next, 0);
-  atomic_init(&x->wrote, 0);
   atomic_init(&x->failures, 0);
   atomic_init(&x->sync.over, 0);
   atomic_init(&x->sync.workers_done, 0);
@@ -933,9 +925,9 @@ void rp_fill_early_go(replica *r) { early_with(r, early_open_gate, NULL); }
 
 void rp_fill_early_ready(replica *r, replica_view *v) { early_with(r, early_ready, v); }
 
-int rp_fill_early_adopt(replica *r, replica_view *v) {
+void rp_fill_early_adopt(replica *r, replica_view *v) {
   struct fill_early *x = early_take(r);
-  return x ? early_end(x, EARLY_READY, v) : 0; /* returns once every run is done */
+  if (x != NULL) early_end(x, EARLY_READY, v); /* returns once every run is done */
 }
 
 void rp_fill_early_abort(replica *r) {

@@ -276,9 +276,9 @@ int rp_fill_early_pending(replica *r);
 void rp_fill_early_go(replica *r);
 /* Gives it the map v (the record has v's map): its reads write from now. */
 void rp_fill_early_ready(replica *r, replica_view *v);
-/* Gives it the map v, if not yet, and returns once it is done; whether it
-** wrote pages. The hydrator, after the first rebase. */
-int rp_fill_early_adopt(replica *r, replica_view *v);
+/* Gives it the map v, if not yet, and returns once it is done. The
+** hydrator, after the first rebase. */
+void rp_fill_early_adopt(replica *r, replica_view *v);
 /* Abandons an early pass, if any: its reads stop at once. */
 void rp_fill_early_abort(replica *r);
 

@@ -80,10 +80,16 @@ void rp_sleep_ms(int ms) {
 
 /* ---- opening, pinning ---- */
 
+/* The view the listing all plans at txid or time_ms. For the first open
+** (first_open), `ltvfs hydrate` into an empty image starts fetching the
+** planned files (fill.c's early pass) before their indexes are read. */
 static int plan_view(replica *r, const store_ltx_list *all, uint64_t txid, int64_t time_ms,
-                     replica_view **out, ltx_error *err) {
+                     int first_open, replica_view **out, ltx_error *err) {
   store_plan plan = {0};
   int rc = store_plan_build(all->files, all->n, txid, time_ms, &plan, err);
+  if (rc == LTX_OK && first_open && r->img != NULL && r->cfg.hydrate && r->cfg.hydrate_alone &&
+      r->img_meta.txid == 0 && !rp_fill_early_pending(r))
+    rp_fill_early_start(r, plan.files, plan.n);
   if (rc == LTX_OK) rc = rp_view_from_plan(r, &plan, out, err);
   store_plan_free(&plan);
   return rc;
@@ -97,7 +103,7 @@ static int view_at(replica *r, uint64_t txid, int64_t time_ms, int from_image,
   store_ltx_list all = {0};
   int rc = rp_list_all(r, &all, err);
   if (rc == LTX_OK) {
-    rc = plan_view(r, &all, txid, time_ms, out, err);
+    rc = plan_view(r, &all, txid, time_ms, 0, out, err);
   } else if (txid != 0 && from_image) {
     /* The store does not answer: a local image at exactly that TXID
     ** (ltvfs hydrate --txid) serves it, as a warm open serves the latest.
@@ -140,21 +146,6 @@ void rp_publish(replica *r, replica_view *v) {
   r->latest = v;
   if (old) replica_view_release(old);
   rp_registry_prune(r);
-}
-
-/* plan_view for the first open of r. `ltvfs hydrate` into an empty image
-** starts fetching the planned files (fill.c's early pass) before their
-** indexes are read. */
-static int plan_first_view(replica *r, const store_ltx_list *all, replica_view **out,
-                           ltx_error *err) {
-  store_plan plan = {0};
-  int rc = store_plan_build(all->files, all->n, r->cfg.open_txid, -1, &plan, err);
-  if (rc == LTX_OK && r->img != NULL && r->cfg.hydrate && r->cfg.hydrate_alone &&
-      r->img_meta.txid == 0 && !rp_fill_early_pending(r))
-    rp_fill_early_start(r, plan.files, plan.n);
-  if (rc == LTX_OK) rc = rp_view_from_plan(r, &plan, out, err);
-  store_plan_free(&plan);
-  return rc;
 }
 
 /* Starts the poller once. Caller holds r->mutex. */
@@ -243,7 +234,7 @@ int replica_latest(replica *r, replica_view **out, ltx_error *err) {
   for (int wait_ms = 100;; wait_ms = wait_ms < 1000 ? wait_ms * 2 : 1000) {
     store_ltx_list_free(&all);
     rc = rp_list_all(r, &all, err);
-    if (rc == LTX_OK) rc = plan_first_view(r, &all, &v, err);
+    if (rc == LTX_OK) rc = plan_view(r, &all, r->cfg.open_txid, -1, 1, &v, err);
     if (rc != STORE_ERR_EMPTY) break;
     if (rp_mono_ms() >= deadline) {
       rc = ltx_error_set(err, CACHE_ERR_TIMEOUT,

@@ -234,21 +234,30 @@ static const struct {
     [P_RETRY_MAX] = {"retry-max-ms", NULL},
 };
 
+/* The P_ slot of a parameter named by name[0, len) (its name or alias),
+** or -1. */
+static int param_of(const char *name, size_t len) {
+  for (int i = 0; i < P_COUNT; i++) {
+    const char *a = params[i].name, *b = params[i].alias;
+    if ((strlen(a) == len && memcmp(name, a, len) == 0) ||
+        (b && strlen(b) == len && memcmp(name, b, len) == 0))
+      return i;
+  }
+  return -1;
+}
+
 /* Whether a query parameter (as written, not decoded: the identity keeps
 ** the URL's own spelling) only tunes how the replica is reached. */
 static int tuning_param(const char *z, size_t n) {
-  static const int tuning[] = {P_SKIP_VERIFY, P_SIGN_PAYLOAD, P_CONCURRENCY, P_TIMEOUT,
-                               P_CONNECT_TIMEOUT, P_STALL_TIMEOUT, P_MAX_ATTEMPTS,
-                               P_RETRY_BASE, P_RETRY_MAX};
   const char *eq = memchr(z, '=', n);
-  size_t name_len = eq ? (size_t)(eq - z) : n;
-  for (size_t i = 0; i < sizeof(tuning) / sizeof(tuning[0]); i++) {
-    const char *a = params[tuning[i]].name, *b = params[tuning[i]].alias;
-    if ((strlen(a) == name_len && memcmp(z, a, name_len) == 0) ||
-        (b && strlen(b) == name_len && memcmp(z, b, name_len) == 0))
-      return 1;
+  switch (param_of(z, eq ? (size_t)(eq - z) : n)) {
+  case P_SKIP_VERIFY: case P_SIGN_PAYLOAD: case P_CONCURRENCY: case P_TIMEOUT:
+  case P_CONNECT_TIMEOUT: case P_STALL_TIMEOUT: case P_MAX_ATTEMPTS: case P_RETRY_BASE:
+  case P_RETRY_MAX:
+    return 1;
+  default:
+    return 0;
   }
-  return 0;
 }
 
 int store_s3_identity(const char *url, char *out, size_t cap) {
@@ -296,12 +305,7 @@ static int parse_query(const char *url, const char *query, char **values, ltx_er
                          (int)name_len, z);
       goto out;
     }
-    for (int i = 0; i < P_COUNT; i++) {
-      if (strcmp(name, params[i].name) == 0 ||
-          (params[i].alias && strcmp(name, params[i].alias) == 0)) {
-        param = i;
-      }
-    }
+    param = param_of(name, strlen(name));
     if (param < 0) {
       rc = ltx_error_set(err, STORE_ERR_URL,
                          "replica URL '%s': unknown parameter '%s' (known: endpoint, region, "

@@ -724,6 +724,19 @@ static int same_files(const store_ltx_list *a, const store_ltx_list *b) {
   return 1;
 }
 
+/* Appends level lv's files after (after_min, after_max) to l, level by
+** level as store_list_level lists them (the truth the start is held to). */
+static void append_level(store *st, int lv, uint64_t after_min, uint64_t after_max,
+                         store_ltx_list *l) {
+  store_ltx_list one = {0};
+  ltx_error err = {0};
+  CK_OK(store_list_level(st, lv, after_min, after_max, &one, &err));
+  l->files = realloc(l->files, (l->n + one.n + 1) * sizeof(*l->files));
+  if (one.n > 0) memcpy(l->files + l->n, one.files, one.n * sizeof(*one.files));
+  l->n += one.n;
+  store_ltx_list_free(&one);
+}
+
 /* store_list_levels_start: one page of the levels' common prefix. Files on
 ** levels 0, 1, 3 and 9 among keys that are no LTX file (inside a level,
 ** beside the levels, past them); for every page size the start plus the
@@ -742,18 +755,12 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   store_counters c = {0};
   store *st = NULL;
   ltx_error err = {0};
-  store_ltx_list want = {0}, got = {0}, l = {0};
+  store_ltx_list want = {0}, got = {0};
   int open = -1;
 
   st = open_at("lv", 0, NULL);
   for (size_t i = 0; i < nKey; i++) put_ok(st, azKey[i], "x", 1);
-  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) { /* the truth: level by level */
-    CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
-    want.files = realloc(want.files, (want.n + l.n + 1) * sizeof(*want.files));
-    if (l.n > 0) memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
-    want.n += l.n;
-    store_ltx_list_free(&l);
-  }
+  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) append_level(st, lv, 0, 0, &want);
   ck_assert_uint_eq(want.n, 6);
   CK_OK(store_counting_wrap(st, &c, &st, &err));
 
@@ -771,13 +778,7 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
     ck_assert_msg(open == aOpen[k - 1] || (k == nKey && open == STORE_MAX_LEVEL + 1),
                   "page of %zu keys: open %d, want %d", k, open, aOpen[k - 1]);
     for (size_t i = 0; i < got.n; i++) ck_assert_int_lt(got.files[i].level, open);
-    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) {
-      CK_OK(store_list_level(st, lv, 0, 0, &l, &err));
-      got.files = realloc(got.files, (got.n + l.n + 1) * sizeof(*got.files));
-      if (l.n > 0) memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
-      got.n += l.n;
-      store_ltx_list_free(&l);
-    }
+    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) append_level(st, lv, 0, 0, &got);
     ck_assert_msg(same_files(&got, &want),
                   "page of %zu keys: %zu files, want %zu", k, got.n, want.n);
     store_ltx_list_free(&got);
@@ -794,13 +795,8 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   store_ltx_file after[STORE_MAX_LEVEL + 1] = {{0}};
   after[0] = (store_ltx_file){0, 5, 5, 0, 0};
   after[3] = (store_ltx_file){3, 1, 6, 0, 0};
-  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++) {
-    CK_OK(store_list_level(st, lv, after[lv].min_txid, after[lv].max_txid, &l, &err));
-    want.files = realloc(want.files, (want.n + l.n + 1) * sizeof(*want.files));
-    if (l.n > 0) memcpy(want.files + want.n, l.files, l.n * sizeof(*l.files));
-    want.n += l.n;
-    store_ltx_list_free(&l);
-  }
+  for (int lv = 0; lv <= STORE_MAX_LEVEL; lv++)
+    append_level(st, lv, after[lv].min_txid, after[lv].max_txid, &want);
   ck_assert_uint_eq(want.n, 4); /* 0:6, 1:[1,4], 3:7, 9:[1,6] */
   atomic_store(&c.requests, 0);
   CK_OK(store_list_levels_start(st, 0, after, &got, &open, &err));
@@ -811,13 +807,8 @@ START_TEST(test_s3_list_levels_start_pages_and_leaves_levels_open) {
   for (size_t k = 1; k <= nKey; k++) {
     CK_OK(store_list_levels_start(st, (unsigned)k, after, &got, &open, &err));
     for (size_t i = 0; i < got.n; i++) ck_assert_int_lt(got.files[i].level, open);
-    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++) {
-      CK_OK(store_list_level(st, lv, after[lv].min_txid, after[lv].max_txid, &l, &err));
-      got.files = realloc(got.files, (got.n + l.n + 1) * sizeof(*got.files));
-      if (l.n > 0) memcpy(got.files + got.n, l.files, l.n * sizeof(*l.files));
-      got.n += l.n;
-      store_ltx_list_free(&l);
-    }
+    for (int lv = open; lv <= STORE_MAX_LEVEL; lv++)
+      append_level(st, lv, after[lv].min_txid, after[lv].max_txid, &got);
     ck_assert_msg(same_files(&got, &want), "after, page of %zu keys: %zu files, want %zu", k,
                   got.n, want.n);
     store_ltx_list_free(&got);
